@@ -1,0 +1,80 @@
+"""The base config: every key any diffax experiment may set, with defaults.
+
+Experiment files start from `get_config()` here and override values; the config is locked, so a key
+that is not defined here is an error (in a config file and on the command line alike).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.task = "text_diffusion"
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "builtin"  # builtin | text_file
+    config.data.path = ""  # UTF-8 file for source=text_file
+    config.data.tokenizer = "text8"  # text8 (a-z + space) | char | byte
+    config.data.seq_len = 64
+    config.data.heldout_fraction = 0.1
+
+    config.process = ml_collections.ConfigDict()
+    config.process.name = "masked"
+    config.process.schedule = "linear"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.dim = 128
+    config.model.depth = 3
+    config.model.num_heads = 4
+    config.model.mlp_ratio = 4.0
+    config.model.time_conditioning = True
+    config.model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.lr = 2e-3
+    config.optimizer.warmup_steps = 200
+    config.optimizer.decay = "cosine"  # cosine | constant
+    config.optimizer.weight_decay = 0.0
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.grad_clip = 1.0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 1500
+    config.train.batch_size = 64  # global batch (all processes, all accumulation steps)
+    config.train.accum_steps = 1
+    config.train.loss = "masked_elbo"
+    config.train.ema_decay = 0.99
+    config.train.log_every = 100
+    config.train.progress_bar = True
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # -1: all devices not used by the other axes
+    config.mesh.fsdp = 1
+    config.mesh.model = 1
+    # logical parameter axis -> mesh axis (None: replicated)
+    config.mesh.rules = (("embed", "fsdp"), ("mlp", "model"), ("heads", "model"), ("vocab", None))
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 500
+    config.checkpoint.keep = 3
+    config.checkpoint.keep_every = 0  # also keep every N-th step (0: off)
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every_steps = 0  # 0: only at the end of training
+    config.eval.batch_size = 128
+    config.eval.num_samples = 4  # Monte-Carlo time samples per held-out sequence
+    config.eval.max_batches = 0  # 0: the whole held-out split
+    config.eval.use_ema = True
+
+    config.sample = ml_collections.ConfigDict()
+    config.sample.sampler = "ancestral"
+    config.sample.num_steps = 64
+    config.sample.temperature = 1.0
+    config.sample.num_samples = 16
+    config.sample.num_print = 4
+    config.sample.every_steps = 0
+
+    config.lock()
+    return config

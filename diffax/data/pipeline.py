@@ -1,0 +1,71 @@
+"""grain input pipelines.
+
+Training batches of token windows are a deterministic function of (seed, example index): element i
+is the window starting at a position drawn from `np.random.default_rng((seed, i))`. The pipeline is
+therefore exactly resumable from the grain iterator state (the next index), shards across
+processes by striding the index range, and needs no epoch bookkeeping.
+"""
+
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+# Indices run far beyond any training run; grain datasets are lazy so this costs nothing.
+_NUM_WINDOWS = 2**40
+
+
+class RandomWindows:
+    """Maps an example index to a random length-`seq_len` window of a 1-D id stream."""
+
+    def __init__(self, ids: np.ndarray, seq_len: int, seed: int):
+        if len(ids) < seq_len:
+            raise ValueError(
+                f"the token stream has {len(ids)} ids, fewer than data.seq_len={seq_len}"
+            )
+        self.ids, self.seq_len, self.seed = ids, seq_len, seed
+
+    def __call__(self, index: int) -> np.ndarray:
+        start = np.random.default_rng((self.seed, int(index))).integers(
+            0, len(self.ids) - self.seq_len + 1
+        )
+        return self.ids[start : start + self.seq_len]
+
+
+def train_dataset(
+    ids: np.ndarray,
+    seq_len: int,
+    batch_size: int,
+    *,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> grain.IterDataset:
+    """An infinite grain dataset of `[batch_size, seq_len]` int32 batches for one process.
+
+    Args:
+      ids: 1-D int32 training stream.
+      seq_len: window length.
+      batch_size: per-process batch size.
+      seed: data seed.
+      shard_index, shard_count: this process's share (process i reads indices i, i + n, ...).
+    """
+    windows = RandomWindows(ids, seq_len, seed)
+    ds = grain.MapDataset.range(0, _NUM_WINDOWS)[shard_index::shard_count]
+    ds = ds.map(windows).batch(batch_size, drop_remainder=True)
+    return ds.to_iter_dataset()
+
+
+def heldout_batches(ids: np.ndarray, seq_len: int, batch_size: int) -> list[np.ndarray]:
+    """Non-overlapping windows of the held-out stream, in order, as full batches.
+
+    The tail that does not fill a whole batch is dropped (documented in eval output via counts).
+    """
+    n = len(ids) // seq_len
+    if n < batch_size:
+        raise ValueError(
+            f"held-out text has {n} windows of length {seq_len}, fewer than one batch of "
+            f"{batch_size}; lower eval.batch_size or data.seq_len"
+        )
+    chunks = ids[: n * seq_len].reshape(n, seq_len)
+    return [chunks[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]

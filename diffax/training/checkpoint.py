@@ -1,0 +1,106 @@
+"""Checkpoints with orbax `CheckpointManager`: train state, data-iterator position, metadata.
+
+Each checkpoint is a step directory holding three items (`args.Composite`): `state` (the train
+state pytree), `data` (the grain iterator state, one file per process) and `meta` (JSON). orbax
+writes into a temporary directory and renames it when complete, so a save killed half-way is never
+listed as a step and `latest_step()` is always a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """Saves and restores training checkpoints under `directory`.
+
+    Args:
+      directory: where step directories are written.
+      keep: keep the newest `keep` checkpoints.
+      keep_every: additionally keep every checkpoint whose step is a multiple of this (0: none).
+      async_save: write in a background thread (training continues meanwhile).
+    """
+
+    def __init__(self, directory: str, *, keep: int, keep_every: int = 0, async_save: bool = True):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            keep_period=keep_every or None,
+            enable_async_checkpointing=async_save,
+            create=True,
+            cleanup_tmp_directories=True,
+        )
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "data": grain.checkpoint.CheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint, or None."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of all complete checkpoints, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any]) -> None:
+        """Writes checkpoint `step` (asynchronously when enabled). Every process must call it."""
+        if step in self._manager.all_steps():
+            return
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iterator),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:
+        """Restores `step` into arrays laid out like `abstract_state` (shapes + shardings).
+
+        The data iterator is restored in place. The target shardings come from the current mesh,
+        so a checkpoint written on a different number of devices restores onto this one.
+        """
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=grain.checkpoint.CheckpointRestore(data_iterator),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored["state"], restored["meta"]
+
+    def restore_meta(self, step: int) -> dict:
+        """Only the JSON metadata of checkpoint `step`."""
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"
+        ]
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are finished."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes pending saves and releases resources."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """`ShapeDtypeStruct`s of `tree` (arrays or abstract arrays) carrying `shardings`."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )

@@ -1,0 +1,157 @@
+"""Tasks: what is trained (data + forward process + network + objective) for the one train loop.
+
+A task turns a config into the pieces the loop needs: a `ModelDef` and parameter initialiser, a
+per-process grain dataset, a loss, a held-out evaluation in bits per unit, and a sampler. Tasks are
+resolved by name (`config.task`) through the `tasks` registry.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import diffax.discrete as dd
+from diffax.core import Registry
+from diffax.data import heldout_batches, load_corpus, train_dataset, unigram_entropy_bits
+from diffax.nn import DiffusionTransformer
+from diffax.training.state import ModelDef
+
+tasks: Registry = Registry("task")
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+    """The jnp dtype for `model.dtype` ("float32" or "bfloat16")."""
+    if name not in _DTYPES:
+        raise ValueError(f"model.dtype={name!r} is not allowed; allowed values: {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+@tasks.register("text_diffusion")
+class TextDiffusionTask:
+    """Discrete diffusion on character/byte text with a DiT-style transformer.
+
+    Config keys used: data.{source, path, tokenizer, seq_len, heldout_fraction},
+    process.{name, schedule}, model.{dim, depth, num_heads, mlp_ratio, time_conditioning, dtype},
+    train.loss, eval.num_samples, sample.{sampler, num_steps, temperature}, seed.
+    """
+
+    unit = "char"
+
+    def __init__(self, config):
+        self.config = config
+        data = config.data
+        self.corpus = load_corpus(
+            data.source,
+            path=data.path,
+            tokenizer=data.tokenizer,
+            heldout_fraction=data.heldout_fraction,
+        )
+        self.vocab_size = self.corpus.tokenizer.vocab_size
+        self.seq_len = data.seq_len
+        if config.process.name != "masked":
+            raise ValueError(
+                f"process.name={config.process.name!r} is not supported by the text task; "
+                "allowed values: 'masked'"
+            )
+        schedule = dd.schedules.get(config.process.schedule, "process.schedule")()
+        self.process = dd.Masked(self.vocab_size, schedule)
+        if config.train.loss != "masked_elbo":
+            raise ValueError(f"train.loss={config.train.loss!r}; allowed values: 'masked_elbo'")
+        dd.samplers.get(config.sample.sampler, "sample.sampler")
+        m = config.model
+        dtype = compute_dtype(m.dtype)
+
+        def build(rngs):
+            return DiffusionTransformer(
+                self.process.num_input_ids,
+                self.vocab_size,
+                self.seq_len,
+                m.dim,
+                m.depth,
+                m.num_heads,
+                rngs=rngs,
+                mlp_ratio=m.mlp_ratio,
+                time_conditioning=m.time_conditioning,
+                dtype=dtype,
+            )
+
+        self.model_def, self.init_params = ModelDef.create(build, config.seed)
+
+    # -- data ---------------------------------------------------------------------------------
+    def train_dataset(self, batch_per_process: int, shard_index: int, shard_count: int):
+        """Infinite per-process grain dataset of `[batch_per_process, seq_len]` int32 batches."""
+        return train_dataset(
+            self.corpus.train,
+            self.seq_len,
+            batch_per_process,
+            seed=self.config.seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+        )
+
+    def eval_batches(self, batch_size: int) -> list[np.ndarray]:
+        """Held-out batches (non-overlapping windows, in order)."""
+        return heldout_batches(self.corpus.heldout, self.seq_len, batch_size)
+
+    def baselines(self) -> dict[str, float]:
+        """Context-free reference: the unigram entropy of the held-out text, bits per char."""
+        return {"unigram_entropy": unigram_entropy_bits(self.corpus.heldout, self.vocab_size)}
+
+    # -- objective ----------------------------------------------------------------------------
+    def _model_fn(self, params):
+        module = self.model_def.module(params)
+        return lambda tokens, t: module(tokens, t)
+
+    def loss(self, params, key, batch):
+        """Mean negative ELBO in nats per token (what is minimised) and bits per char."""
+        nats = dd.masked_elbo(key, self.process, self._model_fn(params), batch)
+        per_token = jnp.mean(nats) / self.seq_len
+        return per_token, {"bits_per_char": per_token / math.log(2.0)}
+
+    def eval_nats(self, params, key, batch, num_samples: int):
+        """`[B]` negative ELBO in nats per sequence (`num_samples` time samples each)."""
+        return dd.elbo(key, self.process, self._model_fn(params), batch, num_samples=num_samples)
+
+    def tokens_per_example(self) -> int:
+        """Units (characters) per example, for bits-per-unit and tokens/s."""
+        return self.seq_len
+
+    # -- sampling -----------------------------------------------------------------------------
+    def sample(self, params, key, num: int):
+        """`[num, seq_len]` int32 samples and the sampler info."""
+        s = self.config.sample
+        return dd.sample(
+            key,
+            self.process,
+            self._model_fn(params),
+            (num, self.seq_len),
+            sampler=s.sampler,
+            num_steps=s.num_steps,
+            temperature=s.temperature,
+        )
+
+    def write_samples(self, samples: np.ndarray, directory: str, step: int) -> tuple[str, list[str]]:
+        """Decodes samples to text, one per line, into `directory/samples_{step}.txt`."""
+        lines = [self.corpus.tokenizer.decode(row).replace("\n", "\\n") for row in samples]
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"samples_{step:08d}.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path, lines
+
+
+def build_task(config) -> Any:
+    """The task named by `config.task`."""
+    return tasks.get(config.task, "task")(config)
+
+
+def global_array(local: np.ndarray, sharding) -> jax.Array:
+    """Assembles per-process host data into one global array with `sharding`."""
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local))

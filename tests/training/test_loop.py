@@ -1,0 +1,78 @@
+"""End to end: train, resume, eval, sample and the workdir guards, on a tiny config."""
+
+import json
+import os
+
+import pytest
+
+from diffax import training
+from tests.training.helpers import tiny_config
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    result = training.train(tiny_config(), workdir)
+    return workdir, result
+
+
+def test_train_writes_everything(finished):
+    workdir, result = finished
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    assert os.listdir(os.path.join(workdir, "tb"))
+    samples = os.listdir(os.path.join(workdir, "samples"))
+    assert samples == ["samples_00000006.txt"]
+    assert set(_losses(workdir)) == {3, 6}
+    assert result["elbo_bits_per_char"] > 0 and result["unigram_entropy"] > 3.5
+
+
+def test_eval_and_sample_modes(finished):
+    workdir, result = finished
+    again = training.evaluate(tiny_config(), workdir)
+    assert again["elbo_bits_per_char"] == pytest.approx(result["elbo_bits_per_char"], rel=1e-5)
+    lines = training.sample(tiny_config(), workdir)
+    assert len(lines) == 4 and all(len(line) == 16 for line in lines)
+    assert set("".join(lines)) <= set("abcdefghijklmnopqrstuvwxyz ")
+
+
+def test_resume_continues_exactly(tmp_path, finished):
+    straight, _ = finished
+    workdir = str(tmp_path / "resumed")
+    training.train(tiny_config(**{"train.num_steps": 3}), workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+    training.train(tiny_config(), workdir)  # resumes at step 3, runs to 6
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    resumed = _losses(workdir)
+    assert resumed[6] == pytest.approx(_losses(straight)[6], rel=1e-6)
+
+
+def test_refuses_workdir_of_another_config(finished):
+    workdir, _ = finished
+    before = open(os.path.join(workdir, "config.json")).read()
+    with pytest.raises(ValueError, match="model.dim: 32 -> 48"):
+        training.train(tiny_config(**{"model.dim": 48}), workdir)
+    assert open(os.path.join(workdir, "config.json")).read() == before
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+
+
+def test_refuses_foreign_checkpoint_directory(tmp_path):
+    os.makedirs(tmp_path / "checkpoints" / "100")
+    with pytest.raises(ValueError, match="no config.json"):
+        training.train(tiny_config(), str(tmp_path))
+    assert os.listdir(tmp_path) == ["checkpoints"]
+
+
+def test_eval_without_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        training.evaluate(tiny_config(), str(tmp_path))
+
+
+def test_batch_not_divisible_by_data_parallel(tmp_path):
+    with pytest.raises(ValueError, match="not divisible by data-parallel size 8"):
+        training.train(tiny_config(**{"train.batch_size": 12}), str(tmp_path))
