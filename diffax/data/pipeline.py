@@ -2,8 +2,10 @@
 
 Training batches of token windows are a deterministic function of (seed, example index): element i
 is the window starting at a position drawn from `np.random.default_rng((seed, i))`. The pipeline is
-therefore exactly resumable from the grain iterator state (the next index), shards across
-processes by striding the index range, and needs no epoch bookkeeping.
+therefore exactly resumable from the grain iterator state (the next index) and needs no epoch
+bookkeeping. With P processes, global batch k holds examples kB .. kB + B - 1 in order and process p
+reads the contiguous block p B/P .. (p + 1) B/P - 1 of it, so the assembled global batch is the
+same whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -48,10 +50,17 @@ def train_dataset(
       seq_len: window length.
       batch_size: per-process batch size.
       seed: data seed.
-      shard_index, shard_count: this process's share (process i reads indices i, i + n, ...).
+      shard_index, shard_count: this process's block of each global batch.
     """
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count})")
     windows = RandomWindows(ids, seq_len, seed)
-    ds = grain.MapDataset.range(0, _NUM_WINDOWS)[shard_index::shard_count]
+    global_batch = batch_size * shard_count
+
+    def global_index(j: int) -> int:
+        return (j // batch_size) * global_batch + shard_index * batch_size + j % batch_size
+
+    ds = grain.MapDataset.range(0, _NUM_WINDOWS // shard_count).map(global_index)
     ds = ds.map(windows).batch(batch_size, drop_remainder=True)
     return ds.to_iter_dataset()
 

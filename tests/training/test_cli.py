@@ -26,7 +26,7 @@ def _main(*args, workdir):
     [
         ("--config.train.not_a_key=1", "not_a_key"),
         ("--config.train.num_steps=abc", "num_steps"),
-        ("--config.data.tokenizer=wordpiece", "allowed values: 'byte', 'char', 'text8'"),
+        ("--config.data.tokenizer=wordpiece", "allowed values: byte, char, text8"),
         ("--config.data.source=text_file", "data.path is empty"),
         ("--config.sample.sampler=nope", "unknown sampler 'nope'"),
     ],

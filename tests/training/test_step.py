@@ -54,8 +54,10 @@ def test_eight_devices_match_one_device(setup):
     s1, l1 = _run_steps(task, tx, one, batches)
     s8, l8 = _run_steps(task, tx, eight, batches)
     np.testing.assert_allclose(l1, l8, rtol=1e-5)
+    # Adam divides by sqrt(v): a gradient entry near zero, summed in another order across devices,
+    # can move by a visible fraction of one step. 1e-4 is 1% of one step at lr = 1e-2.
     for a, b in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s8["params"]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_fsdp_shards_parameters(setup):
@@ -70,7 +72,7 @@ def test_gradient_accumulation_equals_big_batch(setup):
     task, tx, batches = setup
     # A deterministic per-example loss, so micro-batches see exactly what the big batch sees.
     def loss_fn(params, key, batch):
-        t = jnp.linspace(0.1, 0.9, batch.shape[0])
+        t = 0.05 + 0.9 * (batch[:, 0] % 7) / 7.0  # a function of the example alone
         model = task.model_def.module(params)
         logits = model(jnp.where(jnp.arange(batch.shape[1]) % 2 == 0, task.vocab_size, batch), t)
         nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch[..., None], -1)
@@ -94,7 +96,7 @@ def test_nan_guard_skips_update(setup):
     mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
     state, losses = _run_steps(task, tx, mesh, batches[:2], loss_fn=loss_fn)
     assert int(state["skipped"]) == 2 and int(state["step"]) == 2
-    init = jax.device_get(task.init_params())
+    init = jax.device_get(jax.jit(task.init_params)())
     for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(state["params"]), strict=True):
         np.testing.assert_array_equal(a, b)
 
