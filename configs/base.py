@@ -76,5 +76,41 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.num_print = 4
     config.sample.every_steps = 0
 
+    # ---- continuous diffusion (task="continuous_diffusion"; configs/toy2d.py, checkerboard.py,
+    # mnist.py, cifar10.py). It also reads the shared keys above: process.name (vp | subvp | ve |
+    # edm | rectified_flow | cosine), process.schedule (vp only: linear | cosine), train.loss
+    # ("dsm"), model.{dim, depth, mlp_ratio, num_heads, dtype}, eval.num_samples (Monte-Carlo time
+    # samples per example), sample.{sampler, num_steps, num_samples} (a diffax.continuous sampler).
+    # data.dataset: a toy distribution (gaussian_ring | gaussian_grid | checkerboard | two_moons |
+    # swiss_roll) or a TFDS image dataset (mnist | fashion_mnist | cifar10 | cifar100 | ...).
+    config.data.dataset = "gaussian_ring"
+    config.data.data_dir = ""  # TFDS data_dir holding the prepared (array_record) image dataset
+    config.data.train_split = "train"  # TFDS split spec for training
+    config.data.eval_split = "test"  # TFDS split spec for evaluation
+    config.data.num_heldout = 4096  # toy data: number of held-out examples for evaluation
+    config.process.beta_min = 0.1  # vp, subvp
+    config.process.beta_max = 20.0  # vp, subvp
+    config.process.sigma_min = 0.01  # ve, edm (EDM paper: 0.002)
+    config.process.sigma_max = 50.0  # ve, edm (EDM paper: 80)
+    # model.arch: mlp (TimeMLP: width model.dim, model.depth blocks, hidden mlp_ratio * dim; for
+    # vector data) | unet (UNet with model.dim base channels; for images).
+    config.model.arch = "mlp"
+    config.model.time_features = 64  # mlp: sinusoidal time features
+    config.model.channel_mults = (1, 2, 2)  # unet: width multiplier per resolution level
+    config.model.num_res_blocks = 2  # unet: residual blocks per level
+    config.model.attention_levels = (1,)  # unet: levels (0 = full resolution) with attention
+    config.model.num_groups = 32  # unet: GroupNorm groups
+    config.continuous = ml_collections.ConfigDict()
+    config.continuous.prediction = "eps"  # eps | x0 | v | score | velocity
+    config.continuous.preconditioning = "none"  # none | edm (needs prediction=x0)
+    config.continuous.sigma_data = 0.5  # edm preconditioning and the edm weighting
+    # Loss weighting: eps | simple | likelihood | snr | x0 | v | edm | flow_matching.
+    config.continuous.weighting = "eps"
+    # Training-time sampler: uniform | stratified | antithetic | importance | lognormal.
+    config.continuous.time_sampler = "uniform"
+    config.continuous.t_min = 1e-5  # smallest training time; also the ELBO's t_min
+    config.continuous.t_max = 1.0  # largest training time
+    config.eval.likelihood = "elbo"  # continuous task: elbo | pf_ode (probability-flow ODE NLL)
+
     config.lock()
     return config

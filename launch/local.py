@@ -68,7 +68,11 @@ def launch(
     for i in range(num_processes):
         cmd = [sys.executable, "-m", module, *main_args]
         if num_processes > 1:
-            cmd += [f"--coordinator_address={address}", f"--num_processes={num_processes}", f"--process_id={i}"]
+            cmd += [
+                f"--coordinator_address={address}",
+                f"--num_processes={num_processes}",
+                f"--process_id={i}",
+            ]
         p = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -106,7 +110,9 @@ def launch(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--num_processes", type=int, default=2)
     parser.add_argument("--cpu_devices_per_process", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)

@@ -84,7 +84,9 @@ class CharTokenizer:
         try:
             return np.fromiter((self._index[c] for c in text), np.int32, count=len(text))
         except KeyError as e:
-            raise ValueError(f"character {e.args[0]!r} is not in the tokenizer's alphabet") from None
+            raise ValueError(
+                f"character {e.args[0]!r} is not in the tokenizer's alphabet"
+            ) from None
 
     def decode(self, ids) -> str:
         return "".join(self.alphabet[int(i)] if 0 <= int(i) < self.vocab_size else "_" for i in ids)

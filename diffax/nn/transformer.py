@@ -29,7 +29,9 @@ class Block(nnx.Module):
         hidden = int(dim * mlp_ratio)
         self.fc1 = Dense(dim, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
         self.fc2 = Dense(hidden, dim, ("mlp", "embed"), rngs=rngs, dtype=dtype)
-        self.ada = Dense(cond_dim, 6 * dim, ("embed", "mlp"), rngs=rngs, zero_init=True, dtype=dtype)
+        self.ada = Dense(
+            cond_dim, 6 * dim, ("embed", "mlp"), rngs=rngs, zero_init=True, dtype=dtype
+        )
 
     def __call__(self, x: jax.Array, c: jax.Array, positions: jax.Array) -> jax.Array:
         b, length, dim = x.shape
@@ -85,13 +87,14 @@ class DiffusionTransformer(nnx.Module):
         self.t_fc1 = Dense(dim, dim, ("embed", "mlp"), rngs=rngs)
         self.t_fc2 = Dense(dim, dim, ("mlp", "embed"), rngs=rngs)
         self.blocks = nnx.List(
-            [
-                Block(dim, num_heads, mlp_ratio, dim, rngs=rngs, dtype=dtype)
-                for _ in range(depth)
-            ]
+            [Block(dim, num_heads, mlp_ratio, dim, rngs=rngs, dtype=dtype) for _ in range(depth)]
         )
-        self.final_ada = Dense(dim, 2 * dim, ("embed", "mlp"), rngs=rngs, zero_init=True, dtype=dtype)
-        self.head = Dense(dim, num_classes, ("embed", "vocab"), rngs=rngs, zero_init=True, dtype=dtype)
+        self.final_ada = Dense(
+            dim, 2 * dim, ("embed", "mlp"), rngs=rngs, zero_init=True, dtype=dtype
+        )
+        self.head = Dense(
+            dim, num_classes, ("embed", "vocab"), rngs=rngs, zero_init=True, dtype=dtype
+        )
 
     def __call__(self, tokens: jax.Array, t: jax.Array) -> jax.Array:
         if tokens.ndim != 2:

@@ -97,7 +97,15 @@ class Run:
     def restore(self, step: int, data_iterator) -> dict:
         """Train state of checkpoint `step`, laid out on the current mesh."""
         target = abstract_like(self.abstract_state, self.state_sharding)
-        state, meta = self.checkpointer.restore(step, target, data_iterator)
+        try:
+            state, _ = self.checkpointer.restore(step, target, data_iterator)
+        except Exception as e:  # orbax/tensorstore raise many types; report them as one.
+            raise ValueError(
+                f"the checkpoint at step {step} in {self.checkpointer.directory} could not be "
+                f"restored ({type(e).__name__}: {str(e)[:300]}). It is corrupt or was not written "
+                "by this config; move that step directory away to resume from an earlier one, or "
+                "use a new --workdir."
+            ) from e
         return state
 
     def data_iterator(self):
@@ -107,7 +115,7 @@ class Run:
         return iter(ds)
 
     def latest_params(self, use_ema: bool) -> tuple[Any, int]:
-        """Parameters (EMA or raw) of the newest checkpoint and its step; errors if there is none."""
+        """Parameters (EMA or raw) of the newest checkpoint and its step; errors if none."""
         step = self.checkpointer.latest_step()
         if step is None:
             raise FileNotFoundError(
@@ -134,7 +142,11 @@ class Run:
         for i, batch in enumerate(batches):
             n = batch.shape[0] // pc
             local = batch[pi * n : (pi + 1) * n]
-            total += float(jnp.sum(fn(params, jax.random.fold_in(key, i), global_array(local, self.batch_sharding))))
+            total += float(
+                jnp.sum(
+                    fn(params, jax.random.fold_in(key, i), global_array(local, self.batch_sharding))
+                )
+            )
         units = sum(b.shape[0] for b in batches) * self.task.tokens_per_example()
         result = {
             f"elbo_bits_per_{self.task.unit}": total / (units * math.log(2.0)),
@@ -150,7 +162,9 @@ class Run:
         samples = np.asarray(jax.device_get(samples))
         path, lines = "", []
         if _is_primary():
-            path, lines = self.task.write_samples(samples, os.path.join(self.workdir, "samples"), step)
+            path, lines = self.task.write_samples(
+                samples, os.path.join(self.workdir, "samples"), step
+            )
         return path, lines, int(info["nfe"])
 
 
@@ -182,7 +196,10 @@ def _report_eval(result: dict[str, float], unit: str) -> None:
     line = f"held-out ELBO: {elbo:.4f} bits/{unit} over {result['num_sequences']} sequences"
     if "unigram_entropy" in result:
         h = result["unigram_entropy"]
-        line += f"; unigram entropy of the held-out text: {h:.4f} bits/{unit} (ELBO is {h - elbo:.4f} below)"
+        line += (
+            f"; unigram entropy of the held-out text: {h:.4f} bits/{unit} "
+            f"(ELBO is {h - elbo:.4f} below)"
+        )
     log(line)
 
 
@@ -288,7 +305,9 @@ def sample(config, workdir: str) -> list[str]:
     run = Run(config, workdir, for_training=False)
     params, step = run.latest_params(config.eval.use_ema)
     path, lines, nfe = run.sample(params, step, config.sample.num_samples)
-    log(f"checkpoint step {step}: wrote {len(lines)} samples ({nfe} network evaluations) to {path}:")
+    log(
+        f"checkpoint step {step}: wrote {len(lines)} samples ({nfe} network evaluations) to {path}:"
+    )
     for line in lines[: config.sample.num_print]:
         log(f"  | {line}")
     run.checkpointer.close()

@@ -49,7 +49,9 @@ class MetricWriter:
         for k, v in values.items():
             self._tb.add_scalar(f"{prefix}/{k}", v, int(step))
         if self.console:
-            body = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            body = " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+            )
             print(f"[{prefix}] step {step}: {body}", flush=True)
 
     def write_text(self, step: int, tag: str, text: str) -> None:

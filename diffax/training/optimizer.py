@@ -18,7 +18,9 @@ def learning_rate_schedule(
         return optax.warmup_cosine_decay_schedule(
             0.0, lr, max(warmup_steps, 1), max(num_steps, warmup_steps + 1), lr * final_fraction
         )
-    raise ValueError(f"optimizer.decay={decay!r} is not allowed; allowed values: 'cosine', 'constant'")
+    raise ValueError(
+        f"optimizer.decay={decay!r} is not allowed; allowed values: 'cosine', 'constant'"
+    )
 
 
 def adamw(

@@ -94,7 +94,8 @@ def make_train_step(
                 return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
 
             zero = jax.tree.map(
-                jnp.zeros_like, jax.eval_shape(grads_of, params, key, jax.tree.map(lambda x: x[0], micro))
+                jnp.zeros_like,
+                jax.eval_shape(grads_of, params, key, jax.tree.map(lambda x: x[0], micro)),
             )
             total, _ = jax.lax.scan(body, zero, (jnp.arange(accum_steps), micro))
             loss, metrics, grads = jax.tree.map(lambda x: x / accum_steps, total)
@@ -111,7 +112,9 @@ def make_train_step(
             "rng": state["rng"],
             "skipped": state["skipped"] + (~finite).astype(jnp.int32),
         }
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), skipped=new_state["skipped"])
+        metrics = dict(
+            metrics, loss=loss, grad_norm=optax.global_norm(grads), skipped=new_state["skipped"]
+        )
         return new_state, metrics
 
     return train_step

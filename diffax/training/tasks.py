@@ -29,7 +29,9 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def compute_dtype(name: str):
     """The jnp dtype for `model.dtype` ("float32" or "bfloat16")."""
     if name not in _DTYPES:
-        raise ValueError(f"model.dtype={name!r} is not allowed; allowed values: {', '.join(_DTYPES)}")
+        raise ValueError(
+            f"model.dtype={name!r} is not allowed; allowed values: {', '.join(_DTYPES)}"
+        )
     return _DTYPES[name]
 
 
@@ -137,7 +139,9 @@ class TextDiffusionTask:
             temperature=s.temperature,
         )
 
-    def write_samples(self, samples: np.ndarray, directory: str, step: int) -> tuple[str, list[str]]:
+    def write_samples(
+        self, samples: np.ndarray, directory: str, step: int
+    ) -> tuple[str, list[str]]:
         """Decodes samples to text, one per line, into `directory/samples_{step}.txt`."""
         lines = [self.corpus.tokenizer.decode(row).replace("\n", "\\n") for row in samples]
         os.makedirs(directory, exist_ok=True)

@@ -47,7 +47,12 @@ def test_rotary_preserves_norm_and_relative_positions():
     np.testing.assert_allclose(jnp.linalg.norm(rq, axis=-1), jnp.linalg.norm(q, axis=-1), rtol=1e-5)
     # <R_m q, R_n k> depends only on n - m: shifting both positions leaves it unchanged.
     sq, sk = rotary(q, jnp.arange(5) + 7), rotary(k, jnp.arange(5) + 7)
-    np.testing.assert_allclose(jnp.einsum("blhd,bmhd->lm", rq, rk), jnp.einsum("blhd,bmhd->lm", sq, sk), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        jnp.einsum("blhd,bmhd->lm", rq, rk),
+        jnp.einsum("blhd,bmhd->lm", sq, sk),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_bad_arguments():

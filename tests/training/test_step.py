@@ -63,13 +63,16 @@ def test_eight_devices_match_one_device(setup):
 def test_fsdp_shards_parameters(setup):
     task, _, _ = setup
     mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4})
-    shardings = mesh_lib.param_shardings(task.model_def.abstract_params, task.config.mesh.rules, mesh)
+    shardings = mesh_lib.param_shardings(
+        task.model_def.abstract_params, task.config.mesh.rules, mesh
+    )
     specs = {str(s.spec) for s in jax.tree.leaves(shardings)}
     assert any("fsdp" in s for s in specs)
 
 
 def test_gradient_accumulation_equals_big_batch(setup):
     task, tx, batches = setup
+
     # A deterministic per-example loss, so micro-batches see exactly what the big batch sees.
     def loss_fn(params, key, batch):
         t = 0.05 + 0.9 * (batch[:, 0] % 7) / 7.0  # a function of the example alone
@@ -103,7 +106,11 @@ def test_nan_guard_skips_update(setup):
 
 @pytest.mark.parametrize(
     "shape,match",
-    [({"data": 3}, "has 3 devices"), ({"data": -1, "fsdp": 3}, "does not divide"), ({"data": 0}, "positive")],
+    [
+        ({"data": 3}, "has 3 devices"),
+        ({"data": -1, "fsdp": 3}, "does not divide"),
+        ({"data": 0}, "positive"),
+    ],
 )
 def test_bad_mesh(shape, match):
     with pytest.raises(ValueError, match=match):

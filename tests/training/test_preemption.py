@@ -1,0 +1,146 @@
+"""Preemption and crashes: SIGTERM checkpoints and stops; SIGKILL never corrupts "latest"."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import base
+from diffax import training
+from diffax.training.workdir import flatten
+from tests.training.helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NUM_STEPS = 12
+
+
+def _config(**overrides):
+    return tiny_config(
+        **{
+            "train.num_steps": NUM_STEPS,
+            "train.log_every": 1,
+            "checkpoint.every_steps": 4,
+            **overrides,
+        }
+    )
+
+
+def _args(config, workdir):
+    default, wanted = flatten(base.get_config().to_dict()), flatten(config.to_dict())
+    flags = [f"--config.{k}={v}" for k, v in wanted.items() if default[k] != v]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.main",
+        "--config=configs/quickstart.py",
+        f"--workdir={workdir}",
+        *flags,
+    ]
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+def _start(config, workdir, devices=8):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen(
+        _args(config, workdir),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for_step(workdir, step, proc, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (
+            os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+            and max(_losses(workdir), default=0) >= step
+        ):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the step in time")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    training.train(_config(), workdir)
+    return _losses(workdir)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_matches(tmp_path, reference):
+    workdir = str(tmp_path / "run")
+    proc = _start(_config(), workdir)
+    _wait_for_step(workdir, 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    stopped = int(out.split("checkpointing step ")[1].split()[0])
+    assert 5 <= stopped < NUM_STEPS
+    assert str(stopped) in os.listdir(os.path.join(workdir, "checkpoints"))
+    # Restart with 4 devices instead of 8: the checkpoint restores onto the smaller mesh.
+    resumed = subprocess.run(
+        _args(_config(), workdir),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from checkpoint at step {stopped}" in resumed.stdout
+    assert "devices=4" in resumed.stdout
+    losses = _losses(workdir)
+    assert sorted(losses) == list(range(1, NUM_STEPS + 1))
+    for step in range(1, NUM_STEPS + 1):
+        assert losses[step] == pytest.approx(reference[step], rel=1e-5), step
+
+
+@pytest.mark.slow
+def test_sigkill_during_checkpointing_resumes_from_last_complete(tmp_path, reference):
+    workdir = str(tmp_path / "run")
+    config = _config(**{"checkpoint.every_steps": 1})  # a write in flight at almost any moment
+    proc = _start(config, workdir)
+    _wait_for_step(workdir, 6, proc)
+    proc.kill()
+    proc.wait()
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    complete = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+    assert complete, os.listdir(ckpt_dir)
+    # Also leave a half-written step behind exactly as an interrupted orbax save does.
+    os.makedirs(os.path.join(ckpt_dir, f"{NUM_STEPS + 5}.orbax-checkpoint-tmp-1234", "state"))
+    resumed = subprocess.run(
+        _args(config, workdir), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from checkpoint at step {complete[-1]}" in resumed.stdout
+    losses = _losses(workdir)
+    for step in range(complete[-1] + 1, NUM_STEPS + 1):
+        assert losses[step] == pytest.approx(reference[step], rel=1e-5), step
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    workdir = str(tmp_path / "run")
+    training.train(tiny_config(**{"train.num_steps": 3}), workdir)
+    state_dir = os.path.join(workdir, "checkpoints", "3", "state")
+    for root, _, files in os.walk(state_dir):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+    with pytest.raises(ValueError, match="checkpoint at step 3 .* could not be restored"):
+        training.train(tiny_config(**{"train.num_steps": 6}), workdir)
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]
