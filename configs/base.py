@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.tokenizer = "text8"  # text8 (a-z + space) | char | byte
     config.data.seq_len = 64
     config.data.heldout_fraction = 0.1
+    config.data.num_workers = 0  # grain worker processes building batches (0: in the main process)
 
     config.process = ml_collections.ConfigDict()
     config.process.name = "masked"

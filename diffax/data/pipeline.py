@@ -11,6 +11,7 @@ same whatever the number of processes.
 from __future__ import annotations
 
 import grain
+from absl import flags
 import numpy as np
 
 # Indices run far beyond any training run; grain datasets are lazy so this costs nothing.
@@ -42,6 +43,7 @@ def train_dataset(
     seed: int,
     shard_index: int = 0,
     shard_count: int = 1,
+    num_workers: int = 0,
 ) -> grain.IterDataset:
     """An infinite grain dataset of `[batch_size, seq_len]` int32 batches for one process.
 
@@ -51,6 +53,8 @@ def train_dataset(
       batch_size: per-process batch size.
       seed: data seed.
       shard_index, shard_count: this process's block of each global batch.
+      num_workers: if > 0, build batches in that many grain worker processes (the iterator state
+        stays checkpointable).
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count})")
@@ -61,8 +65,13 @@ def train_dataset(
         return (j // batch_size) * global_batch + shard_index * batch_size + j % batch_size
 
     ds = grain.MapDataset.range(0, _NUM_WINDOWS // shard_count).map(global_index)
-    ds = ds.map(windows).batch(batch_size, drop_remainder=True)
-    return ds.to_iter_dataset()
+    ds = ds.map(windows).batch(batch_size, drop_remainder=True).to_iter_dataset()
+    if num_workers > 0:
+        if not flags.FLAGS.is_parsed():
+            # grain's worker processes read absl flags; outside an absl app their defaults apply.
+            flags.FLAGS.mark_as_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return ds
 
 
 def heldout_batches(ids: np.ndarray, seq_len: int, batch_size: int) -> list[np.ndarray]:

@@ -96,6 +96,7 @@ class TextDiffusionTask:
             seed=self.config.seed,
             shard_index=shard_index,
             shard_count=shard_count,
+            num_workers=self.config.data.num_workers,
         )
 
     def eval_batches(self, batch_size: int) -> list[np.ndarray]:

@@ -100,3 +100,16 @@ def test_heldout_batches():
     np.testing.assert_array_equal(batches[1][0], np.arange(40, 50))
     with pytest.raises(ValueError, match="fewer than one batch"):
         heldout_batches(np.arange(20, dtype=np.int32), 10, 4)
+
+
+def test_worker_processes_give_the_same_batches_and_resume():
+    ids = np.arange(500, dtype=np.int32)
+    plain = iter(train_dataset(ids, 8, 4, seed=1))
+    workers = iter(train_dataset(ids, 8, 4, seed=1, num_workers=2))
+    for _ in range(3):
+        np.testing.assert_array_equal(next(plain), next(workers))
+    state = workers.get_state()
+    expected = next(workers)
+    again = iter(train_dataset(ids, 8, 4, seed=1, num_workers=2))
+    again.set_state(state)
+    np.testing.assert_array_equal(next(again), expected)
