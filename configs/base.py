@@ -22,7 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.process = ml_collections.ConfigDict()
     config.process.name = "masked"
-    config.process.schedule = "linear"
+    config.process.schedule = "linear"  # linear | cosine | loglinear | geometric | polynomial
+    config.process.schedule_eps = 1e-3  # loglinear schedule
+    config.process.schedule_power = 1.0  # polynomial schedule
+
+    config.discrete = ml_collections.ConfigDict()
+    config.discrete.prediction = "denoiser"  # denoiser | concrete_score
 
     config.model = ml_collections.ConfigDict()
     config.model.dim = 128
@@ -45,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.num_steps = 1500
     config.train.batch_size = 64  # global batch (all processes, all accumulation steps)
     config.train.accum_steps = 1
-    config.train.loss = "masked_elbo"
+    config.train.loss = "masked_elbo"  # masked_elbo | score_entropy | ctmc_elbo | flow_matching_ce
     config.train.ema_decay = 0.99
     config.train.log_every = 100
     config.train.progress_bar = True
@@ -73,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.sampler = "ancestral"
     config.sample.num_steps = 64
     config.sample.temperature = 1.0
+    config.sample.top_p = 1.0  # nucleus sampling of the denoiser (1.0: off)
     config.sample.num_samples = 16
     config.sample.num_print = 4
     config.sample.every_steps = 0
@@ -112,6 +118,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.continuous.t_min = 1e-5  # smallest training time; also the ELBO's t_min
     config.continuous.t_max = 1.0  # largest training time
     config.eval.likelihood = "elbo"  # continuous task: elbo | pf_ode (probability-flow ODE NLL)
+    # Continuous samplers' time grid: default (the sampler's own) | uniform | logsnr | karras |
+    # quadratic.
+    config.sample.grid = "default"
 
     config.lock()
     return config

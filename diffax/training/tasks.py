@@ -35,13 +35,37 @@ def compute_dtype(name: str):
     return _DTYPES[name]
 
 
+def make_discrete_process(process_config, vocab_size: int):
+    """A `Masked` or `Uniform` process with a named schedule from the `process` config section.
+
+    Schedule parameters: `process.schedule_eps` ("loglinear"), `process.sigma_min` and
+    `process.sigma_max` ("geometric"), `process.schedule_power` ("polynomial").
+    """
+    name, sched = process_config.name, process_config.schedule
+    schedule_cls = dd.schedules.get(sched, "process.schedule")
+    kwargs = {
+        "loglinear": {"eps": process_config.schedule_eps},
+        "geometric": {
+            "sigma_min": process_config.sigma_min,
+            "sigma_max": process_config.sigma_max,
+        },
+        "polynomial": {"power": process_config.schedule_power},
+    }.get(sched, {})
+    if name not in ("masked", "uniform"):
+        raise ValueError(
+            f"process.name={name!r} is not supported for text; allowed values: 'masked', 'uniform'"
+        )
+    return dd.processes.get(name, "process.name")(vocab_size, schedule_cls(**kwargs))
+
+
 @tasks.register("text_diffusion")
 class TextDiffusionTask:
     """Discrete diffusion on character/byte text with a DiT-style transformer.
 
-    Config keys used: data.{source, path, tokenizer, seq_len, heldout_fraction},
-    process.{name, schedule}, model.{dim, depth, num_heads, mlp_ratio, time_conditioning, dtype},
-    train.loss, eval.num_samples, sample.{sampler, num_steps, temperature}, seed.
+    Config keys used: data.{source, path, tokenizer, seq_len, heldout_fraction, num_workers},
+    process.{name, schedule, ...}, discrete.prediction,
+    model.{dim, depth, num_heads, mlp_ratio, time_conditioning, dtype}, train.loss,
+    eval.num_samples, sample.{sampler, num_steps, temperature, top_p}, seed.
     """
 
     unit = "char"
@@ -57,16 +81,19 @@ class TextDiffusionTask:
         )
         self.vocab_size = self.corpus.tokenizer.vocab_size
         self.seq_len = data.seq_len
-        if config.process.name != "masked":
+        self.process = make_discrete_process(config.process, self.vocab_size)
+        self.prediction = config.discrete.prediction
+        dd.parameterizations.check_prediction(self.prediction)
+        self.loss_fn = dd.loss_fn(config.train.loss)
+        if config.train.loss == "masked_elbo" and not isinstance(self.process, dd.Masked):
             raise ValueError(
-                f"process.name={config.process.name!r} is not supported by the text task; "
-                "allowed values: 'masked'"
+                f"train.loss='masked_elbo' needs process.name='masked', got {config.process.name!r}"
             )
-        schedule = dd.schedules.get(config.process.schedule, "process.schedule")()
-        self.process = dd.Masked(self.vocab_size, schedule)
-        if config.train.loss != "masked_elbo":
-            raise ValueError(f"train.loss={config.train.loss!r}; allowed values: 'masked_elbo'")
         dd.samplers.get(config.sample.sampler, "sample.sampler")
+        # Only options that differ from the neutral value are passed: not every sampler has all.
+        self.sample_options = {"temperature": config.sample.temperature}
+        if config.sample.top_p < 1.0:
+            self.sample_options["top_p"] = config.sample.top_p
         m = config.model
         dtype = compute_dtype(m.dtype)
 
@@ -113,14 +140,23 @@ class TextDiffusionTask:
         return lambda tokens, t: module(tokens, t)
 
     def loss(self, params, key, batch):
-        """Mean negative ELBO in nats per token (what is minimised) and bits per char."""
-        nats = dd.masked_elbo(key, self.process, self._model_fn(params), batch)
+        """Mean training loss in nats per token (a negative ELBO for the bound losses)."""
+        nats = self.loss_fn(
+            key, self.process, self._model_fn(params), batch, prediction=self.prediction
+        )
         per_token = jnp.mean(nats) / self.seq_len
         return per_token, {"bits_per_char": per_token / math.log(2.0)}
 
     def eval_nats(self, params, key, batch, num_samples: int):
         """`[B]` negative ELBO in nats per sequence (`num_samples` time samples each)."""
-        return dd.elbo(key, self.process, self._model_fn(params), batch, num_samples=num_samples)
+        return dd.elbo(
+            key,
+            self.process,
+            self._model_fn(params),
+            batch,
+            prediction=self.prediction,
+            num_samples=num_samples,
+        )
 
     def tokens_per_example(self) -> int:
         """Units (characters) per example, for bits-per-unit and tokens/s."""
@@ -137,7 +173,8 @@ class TextDiffusionTask:
             (num, self.seq_len),
             sampler=s.sampler,
             num_steps=s.num_steps,
-            temperature=s.temperature,
+            prediction=self.prediction,
+            **self.sample_options,
         )
 
     def write_samples(
