@@ -11,8 +11,8 @@ same whatever the number of processes.
 from __future__ import annotations
 
 import grain
-from absl import flags
 import numpy as np
+from absl import flags
 
 # Indices run far beyond any training run; grain datasets are lazy so this costs nothing.
 _NUM_WINDOWS = 2**40

@@ -42,7 +42,9 @@ class Run:
 
     def __init__(self, config, workdir: str, *, for_training: bool):
         self.config, self.workdir = config, workdir
-        prepare_workdir(workdir, config.to_dict(), write=for_training and _is_primary())
+        # Check the workdir first (so a foreign one is refused before any work), but record the
+        # config only once the task has accepted it, so a bad config leaves nothing behind.
+        prepare_workdir(workdir, config.to_dict(), write=False)
         self.task = build_task(config)
         self.mesh = mesh_lib.make_mesh(dict(config.mesh))
         self.data_parallel = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
@@ -83,6 +85,8 @@ class Run:
         self.state_sharding = state_shardings(
             self.abstract_state, params_sharding, self.tx, self.replicated
         )
+        if for_training and _is_primary():
+            prepare_workdir(workdir, config.to_dict(), write=True)
         c = config.checkpoint
         self.checkpointer = Checkpointer(
             os.path.join(workdir, "checkpoints"), keep=c.keep, keep_every=c.keep_every
@@ -149,7 +153,7 @@ class Run:
             )
         units = sum(b.shape[0] for b in batches) * self.task.tokens_per_example()
         result = {
-            f"elbo_bits_per_{self.task.unit}": total / (units * math.log(2.0)),
+            f"{self.task.metric}_bits_per_{self.task.unit}": total / (units * math.log(2.0)),
             "num_sequences": sum(b.shape[0] for b in batches),
         }
         result.update(self.task.baselines())
@@ -191,14 +195,16 @@ class _StopSignal:
             signal.signal(sig, handler)
 
 
-def _report_eval(result: dict[str, float], unit: str) -> None:
-    elbo = result[f"elbo_bits_per_{unit}"]
-    line = f"held-out ELBO: {elbo:.4f} bits/{unit} over {result['num_sequences']} sequences"
+def _report_eval(result: dict[str, float], task) -> None:
+    unit = task.unit
+    elbo = result[f"{task.metric}_bits_per_{unit}"]
+    label = {"elbo": "ELBO", "nll": "PF-ODE NLL"}.get(task.metric, task.metric)
+    line = f"held-out {label}: {elbo:.4f} bits/{unit} over {result['num_sequences']} sequences"
     if "unigram_entropy" in result:
         h = result["unigram_entropy"]
         line += (
             f"; unigram entropy of the held-out text: {h:.4f} bits/{unit} "
-            f"(ELBO is {h - elbo:.4f} below)"
+            f"({label} is {h - elbo:.4f} below)"
         )
     log(line)
 
@@ -278,10 +284,10 @@ def train(config, workdir: str) -> dict[str, Any]:
     params = state["ema"] if e.use_ema else state["params"]
     result = run.evaluate(params, step)
     writer.write(step, result, prefix="eval")
-    _report_eval(result, task.unit)
+    _report_eval(result, task)
     path, lines, nfe = run.sample(params, step, s.num_samples)
     writer.write_text(step, "samples", "\n\n".join(lines))
-    log(f"wrote {len(lines)} samples ({nfe} network evaluations each batch) to {path}:")
+    log(f"wrote {s.num_samples} samples ({nfe} network evaluations) to {path}:")
     for line in lines[: s.num_print]:
         log(f"  | {line}")
     run.checkpointer.close()
@@ -295,7 +301,7 @@ def evaluate(config, workdir: str) -> dict[str, float]:
     params, step = run.latest_params(config.eval.use_ema)
     result = run.evaluate(params, step)
     log(f"checkpoint step {step}")
-    _report_eval(result, run.task.unit)
+    _report_eval(result, run.task)
     run.checkpointer.close()
     return result
 
@@ -306,7 +312,8 @@ def sample(config, workdir: str) -> list[str]:
     params, step = run.latest_params(config.eval.use_ema)
     path, lines, nfe = run.sample(params, step, config.sample.num_samples)
     log(
-        f"checkpoint step {step}: wrote {len(lines)} samples ({nfe} network evaluations) to {path}:"
+        f"checkpoint step {step}: wrote {config.sample.num_samples} samples "
+        f"({nfe} network evaluations) to {path}:"
     )
     for line in lines[: config.sample.num_print]:
         log(f"  | {line}")

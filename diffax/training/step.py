@@ -101,14 +101,21 @@ def make_train_step(
             loss, metrics, grads = jax.tree.map(lambda x: x / accum_steps, total)
 
         finite = jnp.isfinite(loss) & tree_all_finite(grads)
-        updates, new_opt = tx.update(grads, state["opt_state"], params)
-        new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        def apply():
+            updates, new_opt = tx.update(grads, state["opt_state"], params)
+            new_params = optax.apply_updates(params, updates)
+            return new_params, new_opt, ema_update(state["ema"], new_params, ema_decay)
+
+        # One cond rather than a select per leaf: XLA compiles it several times faster on CPU.
+        new_params, new_opt, new_ema = jax.lax.cond(
+            finite, apply, lambda: (params, state["opt_state"], state["ema"])
+        )
         new_state = {
             "step": state["step"] + 1,
-            "params": keep(new_params, params),
-            "opt_state": keep(new_opt, state["opt_state"]),
-            "ema": keep(ema_update(state["ema"], new_params, ema_decay), state["ema"]),
+            "params": new_params,
+            "opt_state": new_opt,
+            "ema": new_ema,
             "rng": state["rng"],
             "skipped": state["skipped"] + (~finite).astype(jnp.int32),
         }

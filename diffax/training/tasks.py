@@ -69,6 +69,7 @@ class TextDiffusionTask:
     """
 
     unit = "char"
+    metric = "elbo"  # what eval reports: "elbo" (a bound) or "nll"
 
     def __init__(self, config):
         self.config = config

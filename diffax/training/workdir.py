@@ -21,6 +21,8 @@ RESUMABLE_PREFIXES = (
     "sample.",
     "mesh.",
     "distributed.",
+    "data.data_dir",  # the same TFDS data may live elsewhere on another machine
+    "data.num_workers",
 )
 
 

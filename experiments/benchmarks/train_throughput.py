@@ -109,14 +109,14 @@ def measure(case, *, steps: int, mesh) -> dict:
     replicated, batch_sharding = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh, data.ndim)
     params_sharding = jax.tree.unflatten(
         jax.tree.structure(jax.eval_shape(init)),
-        jax.tree.leaves(
-            mesh_lib.param_shardings(mdef.abstract_params, (("embed", "fsdp"),), mesh)
-        ),
+        jax.tree.leaves(mesh_lib.param_shardings(mdef.abstract_params, (("embed", "fsdp"),), mesh)),
     )
     make_state = lambda: init_train_state(init(), tx, 0)
     shardings = state_shardings(jax.eval_shape(make_state), params_sharding, tx, replicated)
     state = jax.jit(make_state, out_shardings=shardings)()
-    step = jit_train_step(make_train_step(loss, tx, ema_decay=0.999), shardings, batch_sharding, replicated)
+    step = jit_train_step(
+        make_train_step(loss, tx, ema_decay=0.999), shardings, batch_sharding, replicated
+    )
     batch = jax.device_put(data, batch_sharding)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -128,7 +128,9 @@ def measure(case, *, steps: int, mesh) -> dict:
     peak_bytes = None
     if mem is not None:
         peak_bytes = (
-            mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes
             - mem.alias_size_in_bytes
         )
     for _ in range(2):  # warm-up
@@ -166,7 +168,9 @@ def main():
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     args = parser.parse_args()
     plat = jax.default_backend()
-    dtype_name = args.dtype if args.dtype != "auto" else ("float32" if plat == "cpu" else "bfloat16")
+    dtype_name = (
+        args.dtype if args.dtype != "auto" else ("float32" if plat == "cpu" else "bfloat16")
+    )
     dtype = jnp.bfloat16 if dtype_name == "bfloat16" else jnp.float32
     mesh = mesh_lib.make_mesh({"data": -1})
     if args.quick or plat == "cpu":
@@ -198,11 +202,11 @@ def main():
         rate = result.get("tokens_per_s") or result.get("images_per_s")
         unit = "tok/s" if kind == "transformer" else "img/s"
         mfu = f"{100 * result['mfu']:.1f}%" if result["mfu"] else "-"
-        mem = result["device_peak_bytes"] or result["compiled_bytes"]
+        mem = result["device_peak_bytes"] or result["compiled_bytes"] or 0
         print(
             f"{name:14s} L={seq_len or '-':>5} B={batch:4d} params={result['params'] / 1e6:6.1f}M "
             f"step={1e3 * result['step_s_median']:8.1f} ms  {rate:10.0f} {unit}  "
-            f"{result['tflops_per_s']:7.2f} TFLOP/s  MFU={mfu:>6}  mem={mem / 2**30 if mem else 0:.2f} GiB",
+            f"{result['tflops_per_s']:7.2f} TFLOP/s  MFU={mfu:>6}  mem={mem / 2**30:.2f} GiB",
             flush=True,
         )
     out = {

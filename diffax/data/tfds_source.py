@@ -1,0 +1,174 @@
+"""Image datasets from TFDS through `tfds.data_source` (random access; no TensorFlow needed).
+
+`tfds.data_source` reads datasets prepared in the `array_record` (or parquet) file format from a
+local `data_dir`; nothing is downloaded here (`download=False`). Prepare a dataset once, on any
+machine with TensorFlow and network access:
+
+    tfds build mnist --data_dir=/path/to/tfds --file_format=array_record
+
+and point `data_dir` at that directory (copy it to the training machine if needed).
+
+Images are uint8 `[H, W, C]`; the pipelines return float32 NHWC batches scaled to [-1, 1] by
+`x / 127.5 - 1` (exactly invertible: `unscale_images`). Training pipelines shuffle with a seed
+(a fresh permutation per epoch) and repeat forever; each process reads its block of every global
+batch (see `image_dataset`), so batches are deterministic per (seed, index) and resumable from the
+grain iterator state.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grain
+import numpy as np
+
+#: Image datasets known to work (fixed-size uint8 images under the "image" feature); any other
+#: TFDS builder name is accepted too, if its images have a fixed shape.
+KNOWN_IMAGE_DATASETS = (
+    "mnist",
+    "fashion_mnist",
+    "kmnist",
+    "cifar10",
+    "cifar100",
+    "svhn_cropped",
+)
+
+
+def scale_images(images: np.ndarray) -> np.ndarray:
+    """uint8 images in [0, 255] -> float32 in [-1, 1] (`x / 127.5 - 1`), any shape."""
+    return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
+def unscale_images(images) -> np.ndarray:
+    """Inverse of `scale_images`: float in [-1, 1] -> uint8 (rounded, clipped), any shape."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(
+        np.uint8
+    )
+
+
+def is_tfds_dataset(name: str) -> bool:
+    """Whether `name` (optionally "name/config:version") is a TFDS builder shipped with TFDS.
+
+    Community datasets are not listed: their index would need the network.
+    """
+    import tensorflow_datasets as tfds
+
+    base = name.split(":")[0].split("/")[0]
+    return base in tfds.list_builders(with_community_datasets=False)
+
+
+def _check_name(name: str) -> None:
+    if not is_tfds_dataset(name):
+        raise ValueError(
+            f"unknown TFDS dataset {name!r} for argument 'name'; known image datasets: "
+            f"{', '.join(KNOWN_IMAGE_DATASETS)} (or any name in tfds.list_builders())"
+        )
+
+
+def image_source(name: str, *, split: str, data_dir: str, image_key: str = "image"):
+    """A random-access TFDS source of `name`/`split` read from `data_dir`, checked for images.
+
+    Args:
+      name: TFDS builder name, optionally with config/version ("mnist", "cifar10:3.0.2").
+      split: TFDS split spec ("train", "test", "train[:90%]", ...).
+      data_dir: directory holding the prepared dataset (array_record format).
+      image_key: the feature holding the images.
+
+    Returns:
+      `(source, image_shape)`: the source (`len`, `__getitem__` -> feature dict) and `(H, W, C)`.
+
+    Raises:
+      ValueError: unknown name, empty or missing `data_dir`, dataset not prepared there, or no
+        fixed-shape image feature.
+    """
+    import tensorflow_datasets as tfds
+
+    _check_name(name)
+    if not data_dir:
+        raise ValueError(
+            f"data_dir is empty: set it (config: data.data_dir) to the directory holding the "
+            f"prepared TFDS dataset {name!r} (`tfds build {name} --data_dir=DIR "
+            "--file_format=array_record`)"
+        )
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"data_dir={data_dir!r} (config: data.data_dir) is not a directory")
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except (ValueError, RuntimeError, AssertionError, FileNotFoundError, OSError) as e:
+        raise ValueError(
+            f"cannot read TFDS dataset {name!r} split {split!r} from data_dir={data_dir!r}: "
+            f"prepare it there with `tfds build {name} --data_dir={data_dir} "
+            f"--file_format=array_record` ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+    features = source.dataset_info.features
+    if image_key not in features:
+        raise ValueError(
+            f"TFDS dataset {name!r} has no feature {image_key!r}; features: {', '.join(features)}"
+        )
+    shape = tuple(features[image_key].shape)
+    if len(shape) != 3 or any(s is None for s in shape):
+        raise ValueError(
+            f"TFDS dataset {name!r}: images of variable shape {shape} are not supported"
+        )
+    return source, shape
+
+
+class _Lookup:
+    """Element j of process p's stream: the scaled image at its position in the global order."""
+
+    def __init__(self, base: grain.MapDataset, batch_size, shard_index, shard_count, image_key):
+        self.base, self.batch_size, self.image_key = base, batch_size, image_key
+        self.first, self.global_batch = shard_index * batch_size, batch_size * shard_count
+
+    def __call__(self, j: int) -> np.ndarray:
+        k, r = divmod(int(j), self.batch_size)
+        return scale_images(self.base[k * self.global_batch + self.first + r][self.image_key])
+
+
+def image_dataset(
+    source,
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool = True,
+    repeat: bool = True,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    image_key: str = "image",
+) -> grain.MapDataset:
+    """A grain pipeline of float32 `[batch_size, H, W, C]` batches in [-1, 1] from a TFDS source.
+
+    The global order is: shuffle (seeded, a fresh permutation every epoch), then repeat (forever,
+    if `repeat`). With P processes and per-process batch b, global batch k is elements
+    kbP .. (k + 1)bP - 1 of that order and process p reads its contiguous block starting at
+    kbP + pb (the convention of `diffax.data.pipeline`), so the assembled global batch does not
+    depend on P. Incomplete global batches are dropped.
+
+    Args:
+      source: a random-access source (e.g. from `image_source`; a list of dicts works too).
+      batch_size: per-process batch size.
+      seed: shuffle seed (0 <= seed < 2**32).
+      shuffle: shuffle the examples.
+      repeat: repeat forever (training); False for one pass (evaluation).
+      shard_index, shard_count: this process's block of each global batch.
+      image_key: the feature holding the images.
+
+    Returns:
+      A `grain.MapDataset` (call `.to_iter_dataset()` for a checkpointable iterator).
+    """
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count})")
+    base = grain.MapDataset.source(source)
+    if shuffle:
+        base = base.shuffle(seed=seed)
+    if repeat:
+        base = base.repeat()
+    num_batches = len(base) // (batch_size * shard_count)
+    if num_batches == 0:
+        raise ValueError(
+            f"the split has {len(base)} examples, fewer than one global batch of "
+            f"{batch_size * shard_count}"
+        )
+    lookup = _Lookup(base, batch_size, shard_index, shard_count, image_key)
+    ds = grain.MapDataset.range(0, num_batches * batch_size).map(lookup)
+    return ds.batch(batch_size, drop_remainder=True)
