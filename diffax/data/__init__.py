@@ -1,6 +1,6 @@
 """Input pipelines (grain) and data sources: text corpora, tokenizers, toy 2-D data, TFDS images."""
 
-from diffax.data.pipeline import heldout_batches, train_dataset
+from diffax.data.pipeline import heldout_batches, train_dataset, with_workers
 from diffax.data.text import (
     TokenCorpus,
     builtin_text,
@@ -10,10 +10,15 @@ from diffax.data.text import (
 )
 from diffax.data.tfds_source import (
     KNOWN_IMAGE_DATASETS,
+    encode_fixed_length,
     image_dataset,
     image_source,
     is_tfds_dataset,
+    ordered_dataset,
     scale_images,
+    text_dataset,
+    text_source,
+    tfds_source,
     unscale_images,
 )
 from diffax.data.tokenizers import (
@@ -52,14 +57,19 @@ __all__ = [
     "TokenCorpus",
     "Tokenizer",
     "builtin_text",
+    "encode_fixed_length",
     "hashed_uniforms",
     "heldout_batches",
     "image_dataset",
     "image_source",
     "is_tfds_dataset",
     "load_corpus",
+    "ordered_dataset",
     "read_text_file",
     "scale_images",
+    "text_dataset",
+    "text_source",
+    "tfds_source",
     "tokenizers",
     "toy_dataset",
     "toy_distribution",
@@ -67,4 +77,5 @@ __all__ = [
     "train_dataset",
     "unigram_entropy_bits",
     "unscale_images",
+    "with_workers",
 ]

@@ -65,13 +65,18 @@ def train_dataset(
         return (j // batch_size) * global_batch + shard_index * batch_size + j % batch_size
 
     ds = grain.MapDataset.range(0, _NUM_WINDOWS // shard_count).map(global_index)
-    ds = ds.map(windows).batch(batch_size, drop_remainder=True).to_iter_dataset()
-    if num_workers > 0:
-        if not flags.FLAGS.is_parsed():
-            # grain's worker processes read absl flags; outside an absl app their defaults apply.
-            flags.FLAGS.mark_as_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-    return ds
+    ds = ds.map(windows).batch(batch_size, drop_remainder=True)
+    return with_workers(ds.to_iter_dataset(), num_workers)
+
+
+def with_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+    """`ds` built in `num_workers` grain worker processes (unchanged for 0); stays resumable."""
+    if num_workers <= 0:
+        return ds
+    if not flags.FLAGS.is_parsed():
+        # grain's worker processes read absl flags; outside an absl app their defaults apply.
+        flags.FLAGS.mark_as_parsed()
+    return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
 
 
 def heldout_batches(ids: np.ndarray, seq_len: int, batch_size: int) -> list[np.ndarray]:

@@ -65,21 +65,19 @@ def _check_name(name: str) -> None:
         )
 
 
-def image_source(name: str, *, split: str, data_dir: str, image_key: str = "image"):
-    """A random-access TFDS source of `name`/`split` read from `data_dir`, checked for images.
+def tfds_source(name: str, *, split: str, data_dir: str):
+    """A random-access TFDS source of `name`/`split` read from `data_dir` (never downloads).
 
     Args:
-      name: TFDS builder name, optionally with config/version ("mnist", "cifar10:3.0.2").
+      name: TFDS builder name, optionally with config/version ("mnist", "lm1b", "cifar10:3.0.2").
       split: TFDS split spec ("train", "test", "train[:90%]", ...).
       data_dir: directory holding the prepared dataset (array_record format).
-      image_key: the feature holding the images.
 
     Returns:
-      `(source, image_shape)`: the source (`len`, `__getitem__` -> feature dict) and `(H, W, C)`.
+      The source: `len(source)`, `source[i]` -> feature dict, `source.dataset_info`.
 
     Raises:
-      ValueError: unknown name, empty or missing `data_dir`, dataset not prepared there, or no
-        fixed-shape image feature.
+      ValueError: unknown name, empty or missing `data_dir`, or the dataset is not prepared there.
     """
     import tensorflow_datasets as tfds
 
@@ -93,13 +91,25 @@ def image_source(name: str, *, split: str, data_dir: str, image_key: str = "imag
     if not os.path.isdir(data_dir):
         raise ValueError(f"data_dir={data_dir!r} (config: data.data_dir) is not a directory")
     try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except (ValueError, RuntimeError, AssertionError, FileNotFoundError, OSError) as e:
         raise ValueError(
             f"cannot read TFDS dataset {name!r} split {split!r} from data_dir={data_dir!r}: "
             f"prepare it there with `tfds build {name} --data_dir={data_dir} "
             f"--file_format=array_record` ({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from None
+
+
+def image_source(name: str, *, split: str, data_dir: str, image_key: str = "image"):
+    """`tfds_source` checked for a fixed-shape image feature.
+
+    Returns:
+      `(source, image_shape)` with `image_shape = (H, W, C)`.
+
+    Raises:
+      ValueError: as `tfds_source`, or no fixed-shape image feature `image_key`.
+    """
+    source = tfds_source(name, split=split, data_dir=data_dir)
     features = source.dataset_info.features
     if image_key not in features:
         raise ValueError(
@@ -113,30 +123,42 @@ def image_source(name: str, *, split: str, data_dir: str, image_key: str = "imag
     return source, shape
 
 
-class _Lookup:
-    """Element j of process p's stream: the scaled image at its position in the global order."""
+def text_source(name: str, *, split: str, data_dir: str, text_key: str = "text"):
+    """`tfds_source` checked for a text feature (e.g. "lm1b" with feature "text")."""
+    source = tfds_source(name, split=split, data_dir=data_dir)
+    features = source.dataset_info.features
+    if text_key not in features:
+        raise ValueError(
+            f"TFDS dataset {name!r} has no feature {text_key!r} (config: data.text_key); "
+            f"features: {', '.join(features)}"
+        )
+    return source
 
-    def __init__(self, base: grain.MapDataset, batch_size, shard_index, shard_count, image_key):
-        self.base, self.batch_size, self.image_key = base, batch_size, image_key
+
+class _Lookup:
+    """Element j of process p's stream: `transform` of its example in the global order."""
+
+    def __init__(self, base: grain.MapDataset, batch_size, shard_index, shard_count, transform):
+        self.base, self.batch_size, self.transform = base, batch_size, transform
         self.first, self.global_batch = shard_index * batch_size, batch_size * shard_count
 
-    def __call__(self, j: int) -> np.ndarray:
+    def __call__(self, j: int):
         k, r = divmod(int(j), self.batch_size)
-        return scale_images(self.base[k * self.global_batch + self.first + r][self.image_key])
+        return self.transform(self.base[k * self.global_batch + self.first + r])
 
 
-def image_dataset(
+def ordered_dataset(
     source,
     batch_size: int,
+    transform,
     *,
     seed: int,
     shuffle: bool = True,
     repeat: bool = True,
     shard_index: int = 0,
     shard_count: int = 1,
-    image_key: str = "image",
 ) -> grain.MapDataset:
-    """A grain pipeline of float32 `[batch_size, H, W, C]` batches in [-1, 1] from a TFDS source.
+    """Batches of `transform(example)` in a seeded global order, each process reading its block.
 
     The global order is: shuffle (seeded, a fresh permutation every epoch), then repeat (forever,
     if `repeat`). With P processes and per-process batch b, global batch k is elements
@@ -145,13 +167,13 @@ def image_dataset(
     depend on P. Incomplete global batches are dropped.
 
     Args:
-      source: a random-access source (e.g. from `image_source`; a list of dicts works too).
+      source: a random-access source (`len`, `__getitem__`; a TFDS data source or a list).
       batch_size: per-process batch size.
+      transform: example -> array of a fixed shape.
       seed: shuffle seed (0 <= seed < 2**32).
       shuffle: shuffle the examples.
       repeat: repeat forever (training); False for one pass (evaluation).
       shard_index, shard_count: this process's block of each global batch.
-      image_key: the feature holding the images.
 
     Returns:
       A `grain.MapDataset` (call `.to_iter_dataset()` for a checkpointable iterator).
@@ -169,6 +191,87 @@ def image_dataset(
             f"the split has {len(base)} examples, fewer than one global batch of "
             f"{batch_size * shard_count}"
         )
-    lookup = _Lookup(base, batch_size, shard_index, shard_count, image_key)
+    lookup = _Lookup(base, batch_size, shard_index, shard_count, transform)
     ds = grain.MapDataset.range(0, num_batches * batch_size).map(lookup)
     return ds.batch(batch_size, drop_remainder=True)
+
+
+def image_dataset(
+    source,
+    batch_size: int,
+    *,
+    seed: int,
+    shuffle: bool = True,
+    repeat: bool = True,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    image_key: str = "image",
+) -> grain.MapDataset:
+    """A grain pipeline of float32 `[batch_size, H, W, C]` batches in [-1, 1] from a TFDS source.
+
+    Order, repetition and per-process blocks as in `ordered_dataset`.
+
+    Args:
+      source: a random-access source (e.g. from `image_source`; a list of dicts works too).
+      batch_size: per-process batch size.
+      seed: shuffle seed (0 <= seed < 2**32).
+      shuffle: shuffle the examples.
+      repeat: repeat forever (training); False for one pass (evaluation).
+      shard_index, shard_count: this process's block of each global batch.
+      image_key: the feature holding the images.
+
+    Returns:
+      A `grain.MapDataset` (call `.to_iter_dataset()` for a checkpointable iterator).
+    """
+    return ordered_dataset(
+        source,
+        batch_size,
+        lambda example: scale_images(example[image_key]),
+        seed=seed,
+        shuffle=shuffle,
+        repeat=repeat,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )
+
+
+def encode_fixed_length(text, tokenizer, seq_len: int, pad_id: int) -> np.ndarray:
+    """Tokenises one example to exactly `seq_len` int32 ids: truncated, or padded with `pad_id`.
+
+    `text` may be `str` or UTF-8 `bytes` (as TFDS returns text features).
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    ids = np.asarray(tokenizer.encode(str(text)), np.int32)[:seq_len]
+    return np.pad(ids, (0, seq_len - len(ids)), constant_values=pad_id)
+
+
+def text_dataset(
+    source,
+    tokenizer,
+    seq_len: int,
+    batch_size: int,
+    *,
+    seed: int,
+    pad_id: int,
+    text_key: str = "text",
+    shuffle: bool = True,
+    repeat: bool = True,
+    shard_index: int = 0,
+    shard_count: int = 1,
+) -> grain.MapDataset:
+    """`[batch_size, seq_len]` int32 batches of tokenised examples (e.g. LM1B sentences).
+
+    Each example is one sequence (`encode_fixed_length`); order and sharding as in
+    `ordered_dataset`.
+    """
+    return ordered_dataset(
+        source,
+        batch_size,
+        lambda example: encode_fixed_length(example[text_key], tokenizer, seq_len, pad_id),
+        seed=seed,
+        shuffle=shuffle,
+        repeat=repeat,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )

@@ -17,7 +17,16 @@ import numpy as np
 
 import diffax.discrete as dd
 from diffax.core import Registry
-from diffax.data import heldout_batches, load_corpus, train_dataset, unigram_entropy_bits
+from diffax.data import (
+    heldout_batches,
+    load_corpus,
+    text_dataset,
+    text_source,
+    tokenizers,
+    train_dataset,
+    unigram_entropy_bits,
+)
+from diffax.data.pipeline import with_workers
 from diffax.nn import DiffusionTransformer
 from diffax.training.state import ModelDef
 
@@ -63,6 +72,7 @@ class TextDiffusionTask:
     """Discrete diffusion on character/byte text with a DiT-style transformer.
 
     Config keys used: data.{source, path, tokenizer, seq_len, heldout_fraction, num_workers},
+    data.{dataset, data_dir, train_split, eval_split, text_key} (source "tfds", e.g. LM1B),
     process.{name, schedule, ...}, discrete.prediction,
     model.{dim, depth, num_heads, mlp_ratio, time_conditioning, dtype}, train.loss,
     eval.num_samples, sample.{sampler, num_steps, temperature, top_p}, seed.
@@ -74,14 +84,32 @@ class TextDiffusionTask:
     def __init__(self, config):
         self.config = config
         data = config.data
-        self.corpus = load_corpus(
-            data.source,
-            path=data.path,
-            tokenizer=data.tokenizer,
-            heldout_fraction=data.heldout_fraction,
-        )
-        self.vocab_size = self.corpus.tokenizer.vocab_size
         self.seq_len = data.seq_len
+        if data.source == "tfds":
+            # One example (e.g. an LM1B sentence) per sequence, truncated or padded with spaces.
+            if data.tokenizer == "char":
+                raise ValueError(
+                    "data.tokenizer='char' needs the whole corpus to fit its alphabet; with "
+                    "data.source='tfds' use 'byte', 'text8' or a registered tokenizer"
+                )
+            self.corpus = None
+            self.tokenizer = tokenizers.get(data.tokenizer, "data.tokenizer")()
+            self.pad_id = int(self.tokenizer.encode(" ")[0])
+            self.tfds_sources = {
+                split: text_source(
+                    data.dataset, split=split, data_dir=data.data_dir, text_key=data.text_key
+                )
+                for split in (data.train_split, data.eval_split)
+            }
+        else:
+            self.corpus = load_corpus(
+                data.source,
+                path=data.path,
+                tokenizer=data.tokenizer,
+                heldout_fraction=data.heldout_fraction,
+            )
+            self.tokenizer = self.corpus.tokenizer
+        self.vocab_size = self.tokenizer.vocab_size
         self.process = make_discrete_process(config.process, self.vocab_size)
         self.prediction = config.discrete.prediction
         dd.parameterizations.check_prediction(self.prediction)
@@ -115,8 +143,29 @@ class TextDiffusionTask:
         self.model_def, self.init_params = ModelDef.create(build, config.seed)
 
     # -- data ---------------------------------------------------------------------------------
+    def _tfds_batches(self, split, batch_size, **kwargs):
+        d = self.config.data
+        return text_dataset(
+            self.tfds_sources[split],
+            self.tokenizer,
+            self.seq_len,
+            batch_size,
+            seed=self.config.seed,
+            pad_id=self.pad_id,
+            text_key=d.text_key,
+            **kwargs,
+        )
+
     def train_dataset(self, batch_per_process: int, shard_index: int, shard_count: int):
         """Infinite per-process grain dataset of `[batch_per_process, seq_len]` int32 batches."""
+        if self.corpus is None:
+            ds = self._tfds_batches(
+                self.config.data.train_split,
+                batch_per_process,
+                shard_index=shard_index,
+                shard_count=shard_count,
+            )
+            return with_workers(ds.to_iter_dataset(), self.config.data.num_workers)
         return train_dataset(
             self.corpus.train,
             self.seq_len,
@@ -128,12 +177,22 @@ class TextDiffusionTask:
         )
 
     def eval_batches(self, batch_size: int) -> list[np.ndarray]:
-        """Held-out batches (non-overlapping windows, in order)."""
+        """Held-out batches: non-overlapping windows in order (TFDS: eval-split examples)."""
+        if self.corpus is None:
+            ds = self._tfds_batches(
+                self.config.data.eval_split, batch_size, shuffle=False, repeat=False
+            )
+            limit = self.config.eval.max_batches or len(ds)
+            return [ds[i] for i in range(min(limit, len(ds)))]
         return heldout_batches(self.corpus.heldout, self.seq_len, batch_size)
 
     def baselines(self) -> dict[str, float]:
         """Context-free reference: the unigram entropy of the held-out text, bits per char."""
-        return {"unigram_entropy": unigram_entropy_bits(self.corpus.heldout, self.vocab_size)}
+        if self.corpus is None:
+            heldout = np.concatenate([b.ravel() for b in self.eval_batches(self.seq_len)])
+        else:
+            heldout = self.corpus.heldout
+        return {"unigram_entropy": unigram_entropy_bits(heldout, self.vocab_size)}
 
     # -- objective ----------------------------------------------------------------------------
     def _model_fn(self, params):
@@ -182,7 +241,7 @@ class TextDiffusionTask:
         self, samples: np.ndarray, directory: str, step: int
     ) -> tuple[str, list[str]]:
         """Decodes samples to text, one per line, into `directory/samples_{step}.txt`."""
-        lines = [self.corpus.tokenizer.decode(row).replace("\n", "\\n") for row in samples]
+        lines = [self.tokenizer.decode(row).replace("\n", "\\n") for row in samples]
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, f"samples_{step:08d}.txt")
         with open(path, "w") as f:

@@ -57,3 +57,31 @@ def test_clear_errors(tmp_path):
         image_source("mnist", split="train", data_dir=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="tfds build mnist"):
         image_source("mnist", split="train", data_dir=str(tmp_path))  # exists, nothing prepared
+
+
+def test_lm1b_text_through_mock_data(tmp_path):
+    from diffax.data import ByteTokenizer, encode_fixed_length, text_dataset, text_source
+
+    with tfds.testing.mock_data(**MOCK):
+        source = text_source("lm1b", split="train", data_dir=str(tmp_path))
+        batches = list(
+            text_dataset(source, ByteTokenizer(), 16, 4, seed=0, pad_id=32, repeat=False)
+        )
+        first = source[0]["text"]
+    assert len(batches) == 3 and batches[0].shape == (4, 16) and batches[0].dtype == np.int32
+    expected = encode_fixed_length(first, ByteTokenizer(), 16, 32)
+    assert any(np.array_equal(row, expected) for b in batches for row in b)
+    with pytest.raises(ValueError, match="has no feature 'sentence'"):
+        with tfds.testing.mock_data(**MOCK):
+            text_source("lm1b", split="train", data_dir=str(tmp_path), text_key="sentence")
+
+
+def test_encode_fixed_length_pads_and_truncates():
+    from diffax.data import ByteTokenizer, encode_fixed_length
+
+    np.testing.assert_array_equal(
+        encode_fixed_length(b"hi", ByteTokenizer(), 4, 0), [ord("h"), ord("i"), 0, 0]
+    )
+    np.testing.assert_array_equal(
+        encode_fixed_length("hello", ByteTokenizer(), 3, 0), [104, 101, 108]
+    )

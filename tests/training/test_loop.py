@@ -76,3 +76,21 @@ def test_eval_without_checkpoint(tmp_path):
 def test_batch_not_divisible_by_data_parallel(tmp_path):
     with pytest.raises(ValueError, match="not divisible by data-parallel size 8"):
         training.train(tiny_config(**{"train.batch_size": 12}), str(tmp_path))
+
+
+def test_lm1b_config_trains_on_mock_tfds(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = tiny_config(
+        **{
+            "data.source": "tfds",
+            "data.dataset": "lm1b",
+            "data.data_dir": str(tmp_path),
+            "data.tokenizer": "byte",
+            "train.num_steps": 2,
+            "checkpoint.every_steps": 2,
+        }
+    )
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        result = training.train(config, str(tmp_path / "run"))
+    assert result["elbo_bits_per_char"] > 0 and result["num_sequences"] == 32
