@@ -1,0 +1,123 @@
+"""What a discrete diffusion network predicts, and conversions between the two choices.
+
+* `"denoiser"`: logits of p(x_0^l | x_t) per position over the V clean classes, `[B, L, V]`
+  (Austin et al. 2021; Sahoo et al. 2024). For `Masked` the exact denoiser does not depend on t,
+  so a time-free network (`time_free`) is valid there.
+* `"concrete_score"`: log ratios log p_t(x_t with x_t^l <- y) - log p_t(x_t) for every clean y,
+  `[B, L, V]` (Meng et al. 2022; Lou et al. 2024, SEDD). The entry at y = x_t^l is ignored.
+
+The per-position identity r_y = sum_x0 p(x_0^l = x0 | x_t) P(0->t)[x0, y] / P(0->t)[x0, x_t^l]
+maps a denoiser to a concrete score exactly; the inverse exists wherever P(0->t) is invertible
+(alpha(t) > 0), and is implemented per process in closed form (`Masked`, `Uniform`) or with the
+eigendecomposition (`General`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from diffax.core import batch_time, check_choice, check_shape
+from diffax.discrete.processes import Process
+
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+PREDICTIONS = ("denoiser", "concrete_score")
+
+
+def check_prediction(prediction: str) -> None:
+    """Raises `ValueError` unless `prediction` is "denoiser" or "concrete_score"."""
+    check_choice(prediction, PREDICTIONS, "prediction")
+
+
+def evaluate(model_fn: ModelFn, process: Process, x: jax.Array, t: jax.Array) -> jax.Array:
+    """Calls `model_fn(x [B, L] int32, t [B])`, checks the `[B, L, V]` output, returns float32."""
+    t = batch_time(t, x.shape[0])
+    out = model_fn(x, t)
+    check_shape(out, tuple(x.shape) + (process.vocab_size,), "model_fn output")
+    return jnp.asarray(out, jnp.float32)
+
+
+def denoiser_to_score(process: Process, logits: jax.Array, x_t: jax.Array, t: jax.Array):
+    """Concrete score (log ratios) from denoiser logits.
+
+    Args:
+      process: the forward process. logits: `[B, L, V]` denoiser logits.
+      x_t: `[B, L]` int32 noisy tokens. t: scalar or `[B]` times.
+
+    Returns:
+      `[B, L, V]` float32 log ratios.
+
+    Reference: Lou et al. 2024 (SEDD); Campbell et al. 2022.
+    """
+    return process.denoiser_to_log_ratios(logits, x_t, batch_time(t, x_t.shape[0]))
+
+
+def score_to_denoiser(process: Process, log_ratios: jax.Array, x_t: jax.Array, t: jax.Array):
+    """Denoiser log-probabilities from a concrete score (needs alpha(t) > 0).
+
+    Args:
+      process: the forward process. log_ratios: `[B, L, V]`. x_t: `[B, L]`. t: scalar or `[B]`.
+
+    Returns:
+      `[B, L, V]` float32 log-probabilities of p(x_0^l | x_t).
+
+    Reference: Lou et al. 2024 (SEDD), the denoiser/score correspondence.
+    """
+    return process.log_ratios_to_denoiser(log_ratios, x_t, batch_time(t, x_t.shape[0]))
+
+
+def as_denoiser(process: Process, output: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str):
+    """The model output as denoiser log-probabilities `[B, L, V]`, whatever `prediction` is."""
+    check_prediction(prediction)
+    if prediction == "denoiser":
+        return jax.nn.log_softmax(output, axis=-1)
+    return score_to_denoiser(process, output, x_t, t)
+
+
+def as_score(process: Process, output: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str):
+    """The model output as log concrete scores `[B, L, V]`, whatever `prediction` is."""
+    check_prediction(prediction)
+    if prediction == "concrete_score":
+        return output
+    return denoiser_to_score(process, output, x_t, t)
+
+
+def reverse_rates(
+    process: Process, output: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str
+) -> tuple[jax.Array, jax.Array]:
+    """Reverse-time jump rates x_t -> y implied by a network output.
+
+    Args:
+      process: the forward process. output: `[B, L, V]` network output. x_t: `[B, L]`.
+      t: scalar or `[B]`. prediction: "denoiser" or "concrete_score".
+
+    Returns:
+      `(scale [B], log_rel [B, L, S])`: rate(x_t^l -> y) = scale * exp(log_rel[..., y]).
+
+    Reference: Campbell et al. 2022, Prop. 1; Lou et al. 2024 (SEDD), eq. 2.
+    """
+    check_prediction(prediction)
+    t = batch_time(t, x_t.shape[0])
+    if prediction == "denoiser":
+        return process.reverse_rates(x_t, t, log_p0=output)
+    return process.reverse_rates(x_t, t, log_r=output)
+
+
+def time_free(network: Callable[[jax.Array], jax.Array]) -> ModelFn:
+    """Wraps a network of the tokens alone as a `model_fn(tokens, t)` that ignores t.
+
+    Valid for the masked process, whose exact denoiser does not depend on t; samplers may then
+    reuse p(x_0 | x_t) when x_t has not changed (`cache=True`).
+
+    Reference: Ou et al. 2024, Your Absorbing Discrete Diffusion Secretly Models the Conditional
+    Distributions of Clean Data; Zheng et al. 2024.
+    """
+
+    def model_fn(tokens: jax.Array, t: jax.Array) -> jax.Array:
+        del t
+        return network(tokens)
+
+    return model_fn

@@ -1,0 +1,362 @@
+"""A CTMC with any base generator Q_base (small vocabularies).
+
+Transition matrices P(s -> t) = expm(Delta Q_base), Delta = sigma_bar(t) - sigma_bar(s), come from
+an eigendecomposition Q_base = U diag(lambda) U^-1 computed once in float64 NumPy; at run time
+only `[S]` exponentials and two `[S, S]` products (precision HIGHEST) are evaluated, in the
+expm1 form P = I + U diag(expm1(lambda Delta)) U^-1 so that small off-diagonal entries keep their
+relative accuracy at small Delta. Complex eigenvalues (non-reversible Q_base) are handled with
+real arithmetic on real and imaginary parts. If Q_base is not (numerically) diagonalisable, the
+same quantities come from `jax.scipy.linalg.expm` at run time instead.
+
+Delta is capped at 60 / (spectral gap): beyond it P(s -> t) equals its stationary limit to far
+below float32 resolution, and the cap keeps Delta = inf (alpha(t) = 0) free of inf * 0.
+
+Reference: Campbell et al. 2022, A Continuous Time Framework for Discrete Denoising Models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffax.core import batch_time, check_tokens, pytree_dataclass, static_field
+from diffax.discrete.categorical import sample_categorical
+from diffax.discrete.processes.base import (
+    HIGHEST,
+    gather_column,
+    gather_last,
+    per_example,
+    safe_log,
+    stay_if_degenerate,
+)
+from diffax.discrete.schedules import LinearSchedule, Schedule
+
+
+def validate_rate_matrix(rate_matrix: Any, argument: str = "rate_matrix") -> np.ndarray:
+    """Checks that `rate_matrix` is a generator; returns it as float64 with exact zero row sums.
+
+    A generator is a square `[S, S]` (S >= 2) finite matrix with off-diagonal entries >= 0 and
+    rows summing to zero (tolerance 1e-6 of the largest rate), with at least one nonzero rate.
+    """
+    q = np.asarray(rate_matrix, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] != q.shape[1] or q.shape[0] < 2:
+        raise ValueError(f"{argument} must be a square [S, S] matrix with S >= 2, got {q.shape}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError(f"{argument} must be finite")
+    off = q - np.diag(np.diag(q))
+    scale = max(np.abs(q).max(), 1e-300)
+    if off.min() < 0:
+        i, j = np.unravel_index(np.argmin(off), off.shape)
+        raise ValueError(
+            f"{argument} is not a valid rate matrix: off-diagonal entries must be >= 0, "
+            f"got {argument}[{i}, {j}] = {off[i, j]}"
+        )
+    sums = q.sum(axis=1)
+    if np.abs(sums).max() > 1e-6 * scale:
+        i = int(np.argmax(np.abs(sums)))
+        raise ValueError(
+            f"{argument} is not a valid rate matrix: rows must sum to 0, got row {i} summing "
+            f"to {sums[i]}"
+        )
+    if off.max() <= 0:
+        raise ValueError(f"{argument} has no nonzero rate; the process would never move")
+    return off - np.diag(off.sum(axis=1))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spectrum:
+    """Float64 spectral data of Q_base, stored as float32 arrays for run time."""
+
+    lam_re: np.ndarray
+    lam_im: np.ndarray
+    u_re: np.ndarray
+    u_im: np.ndarray
+    w_re: np.ndarray
+    w_im: np.ndarray
+    diagonalisable: bool
+    sigma_cap: float
+    fastest: float
+    stationary: np.ndarray
+
+
+def _spectrum(q: np.ndarray) -> _Spectrum:
+    scale = np.abs(q).max()
+    lam, u = np.linalg.eig(q)
+    lam = np.where(np.abs(lam) < 1e-12 * scale, 0.0, lam)
+    try:
+        w = np.linalg.inv(u)
+        err = np.abs((u * lam) @ w - q).max() / scale
+        ok = np.linalg.cond(u) < 1e8 and err < 1e-9
+    except np.linalg.LinAlgError:
+        w, ok = np.zeros_like(u), False
+    nonzero = np.abs(lam) > 0
+    gap = np.abs(lam.real[nonzero]).min()
+    # Stationary law: pi Q = 0, sum(pi) = 1 (least squares; any one if Q is reducible).
+    a = np.vstack([q.T, np.ones(len(q))])
+    b = np.zeros(len(q) + 1)
+    b[-1] = 1.0
+    pi = np.clip(np.linalg.lstsq(a, b, rcond=None)[0], 0.0, None)
+    f32 = lambda z: np.asarray(z, np.float32)
+    return _Spectrum(
+        f32(lam.real),
+        f32(lam.imag),
+        f32(u.real),
+        f32(u.imag),
+        f32(w.real),
+        f32(w.imag),
+        bool(ok),
+        float(60.0 / gap),
+        float(-lam.real.min()),
+        f32(pi / pi.sum()),
+    )
+
+
+@pytree_dataclass
+class General:
+    """A per-token CTMC with rate matrix Q(t) = beta(t) Q_base for any valid generator Q_base.
+
+    Args:
+      rate_matrix: `[S, S]` base generator (NumPy/array-like; rows sum to zero, off-diagonal
+        entries >= 0). Tokens take values in [0, S); the denoiser predicts S classes.
+      schedule: a noise schedule (default `LinearSchedule()`); alpha(t) = exp(-sigma_bar(t)).
+
+    The prior is the stationary law pi of Q_base (pi Q_base = 0). For a token starting at x the
+    probability of never having jumped is exp(sigma_bar(t) Q_base[x, x]); it equals alpha(t) when
+    every exit rate is 1 (as for `Uniform`).
+    """
+
+    rate_matrix: Any = static_field()
+    schedule: Schedule = static_field(default_factory=LinearSchedule)
+
+    def __post_init__(self):
+        q = validate_rate_matrix(self.rate_matrix)
+        # A tuple of tuples is hashable, so the process is a static (compile-time) object.
+        object.__setattr__(self, "rate_matrix", tuple(map(tuple, q.tolist())))
+
+    @functools.cached_property
+    def _q(self) -> np.ndarray:
+        return np.asarray(self.rate_matrix, np.float64)
+
+    @functools.cached_property
+    def _spec(self) -> _Spectrum:
+        return _spectrum(self._q)
+
+    @property
+    def vocab_size(self) -> int:
+        """V = S, the number of states (and of denoiser classes)."""
+        return len(self.rate_matrix)
+
+    @property
+    def num_states(self) -> int:
+        """S."""
+        return len(self.rate_matrix)
+
+    @property
+    def num_input_ids(self) -> int:
+        """How many ids a network reading x_t must embed (= S)."""
+        return len(self.rate_matrix)
+
+    @property
+    def diagonalisable(self) -> bool:
+        """Whether transition matrices come from the eigendecomposition (else from expm)."""
+        return self._spec.diagonalisable
+
+    def alpha(self, t: jax.Array) -> jax.Array:
+        """exp(-sigma_bar(t)) of the schedule."""
+        return self.schedule.alpha(t)
+
+    def base_rate_matrix(self) -> np.ndarray:
+        """Q_base as a float64 `[S, S]` NumPy array."""
+        return self._q.copy()
+
+    def generator(self, t: jax.Array) -> jax.Array:
+        """Forward generator Q(t) = beta(t) Q_base. `t`: `[B]` -> `[B, S, S]`."""
+        beta = self.schedule.rate(jnp.atleast_1d(t))
+        return beta[:, None, None] * jnp.asarray(self._q, jnp.float32)
+
+    def _delta(self, s: jax.Array, t: jax.Array) -> jax.Array:
+        sig_s, sig_t = self.schedule.total_noise(s), self.schedule.total_noise(t)
+        delta = jnp.minimum(sig_t - sig_s, self._spec.sigma_cap)
+        return jnp.where(sig_t == sig_s, 0.0, delta)
+
+    def _expm(self, delta: jax.Array) -> jax.Array:
+        """expm(delta Q_base) for `[B]` delta -> `[B, S, S]`."""
+        sp = self._spec
+        if not sp.diagonalisable:
+            q = jnp.asarray(self._q, jnp.float32)
+            with jax.default_matmul_precision("highest"):
+                return jax.vmap(jax.scipy.linalg.expm)(delta[:, None, None] * q)
+        d = delta[:, None]
+        x_re, x_im = sp.lam_re * d, sp.lam_im * d
+        e_re = jnp.expm1(x_re) * jnp.cos(x_im) - 2.0 * jnp.sin(0.5 * x_im) ** 2
+        e_im = jnp.exp(x_re) * jnp.sin(x_im)
+        p = self._spectral_product(e_re, e_im)
+        return jnp.eye(self.num_states, dtype=jnp.float32) + p
+
+    def _scaled_inverse(self, delta: jax.Array) -> jax.Array:
+        """exp(-c delta) expm(-delta Q_base), c = fastest decay rate (entries stay bounded)."""
+        sp = self._spec
+        if not sp.diagonalisable:
+            q = jnp.asarray(self._q, jnp.float32) + sp.fastest * jnp.eye(self.num_states)
+            with jax.default_matmul_precision("highest"):
+                return jax.vmap(jax.scipy.linalg.expm)(-delta[:, None, None] * q)
+        d = delta[:, None]
+        mag = jnp.exp((-sp.lam_re - sp.fastest) * d)
+        return self._spectral_product(mag * jnp.cos(sp.lam_im * d), -mag * jnp.sin(sp.lam_im * d))
+
+    def _spectral_product(self, e_re: jax.Array, e_im: jax.Array) -> jax.Array:
+        """Re(U diag(e) U^-1) for `[B, S]` complex e given by its parts -> `[B, S, S]`."""
+        sp = self._spec
+        a_re = sp.u_re * e_re[:, None, :] - sp.u_im * e_im[:, None, :]
+        a_im = sp.u_re * e_im[:, None, :] + sp.u_im * e_re[:, None, :]
+        mm = functools.partial(jnp.einsum, "bij,jk->bik", precision=HIGHEST)
+        return mm(a_re, sp.w_re) - mm(a_im, sp.w_im)
+
+    def transition_matrix(self, s: jax.Array, t: jax.Array) -> jax.Array:
+        """P(s -> t) = expm((sigma_bar(t) - sigma_bar(s)) Q_base). `[B]` -> `[B, S, S]`.
+
+        Entries are clipped at zero (rounding can leave values of order -1e-8).
+        """
+        s, t = jnp.atleast_1d(s), jnp.atleast_1d(t)
+        return jnp.maximum(self._expm(self._delta(s, t)), 0.0)
+
+    def marginal_matrix(self, t: jax.Array) -> jax.Array:
+        """expm(sigma_bar(t) Q_base): clean data at sigma_bar = 0 to time t. `[B]` -> `[B, S, S]`.
+
+        Equals `transition_matrix(0, t)` when sigma_bar(0) = 0 (every schedule but geometric).
+        """
+        sigma = jnp.minimum(self.schedule.total_noise(jnp.atleast_1d(t)), self._spec.sigma_cap)
+        return jnp.maximum(self._expm(sigma), 0.0)
+
+    def _marginal_inverse(self, t: jax.Array) -> jax.Array:
+        sigma = jnp.minimum(self.schedule.total_noise(t), self._spec.sigma_cap)
+        return self._scaled_inverse(sigma)
+
+    def marginal_probs(self, x0: jax.Array, t: jax.Array) -> jax.Array:
+        """Rows q_t(. | x_0) of `marginal_matrix`. `x0`: `[B, L]`; returns `[B, L, S]`."""
+        return gather_last(self.marginal_matrix(batch_time(t, x0.shape[0])), x0)
+
+    def transition_probs(self, x: jax.Array, s: jax.Array, t: jax.Array) -> jax.Array:
+        """Rows P(s -> t)[x, :]. `x`: `[B, L]`; returns `[B, L, S]`."""
+        t = batch_time(t, x.shape[0])
+        s = batch_time(s, x.shape[0], "s")
+        return gather_last(self.transition_matrix(s, t), x)
+
+    def sample_marginal(self, key: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
+        """Draws x_t ~ p_t(. | x_0) = P(0 -> t)[x_0, :].
+
+        Args:
+          key: PRNG key. x0: `[B, L]` int32 ids in [0, S). t: scalar or `[B]` in [0, 1].
+
+        Returns:
+          `[B, L]` int32 ids.
+        """
+        check_tokens(x0, self.vocab_size, "x0")
+        t = batch_time(t, x0.shape[0])
+        return sample_categorical(key, safe_log(self.marginal_probs(x0, t)))
+
+    def prior_probs(self) -> jax.Array:
+        """The stationary law pi of Q_base, `[S]` float32."""
+        return jnp.asarray(self._spec.stationary)
+
+    def sample_prior(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """Draws `shape` int32 ids from the stationary law."""
+        logits = jnp.broadcast_to(safe_log(self.prior_probs()), tuple(shape) + (self.num_states,))
+        return sample_categorical(key, logits)
+
+    def forward_rates(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Forward jump rates x -> y = beta(t) Q_base[x, y] (zero at y = x). Returns `[B, L, S]`."""
+        beta = per_example(self.schedule.rate(batch_time(t, x.shape[0])), 3)
+        off = self._q - np.diag(np.diag(self._q))
+        return beta * jnp.asarray(off, jnp.float32)[x]
+
+    def denoiser_to_log_ratios(self, log_p0: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        """log r_y = log sum_x0 p(x_0 | x_t) P(0->t)[x_0, y] / P(0->t)[x_0, x_t]; log r_x = 0.
+
+        Returns `[B, L, S]`. Reference: Campbell et al. 2022, reverse rates from a denoiser.
+        """
+        t = batch_time(t, x.shape[0])
+        p_0t = self.marginal_matrix(t)
+        col = gather_column(p_0t, x)
+        p = jax.nn.softmax(log_p0.astype(jnp.float32), axis=-1)
+        w = jnp.where(col > 0, p / jnp.where(col > 0, col, 1.0), 0.0)
+        r = jnp.einsum("blk,bky->bly", w, p_0t, precision=HIGHEST)
+        return jnp.where(jax.nn.one_hot(x, self.num_states, dtype=jnp.bool_), 0.0, safe_log(r))
+
+    def log_ratios_to_denoiser(self, log_r: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Denoiser from a concrete score: p(x_0) ~ P(0->t)[x_0, x_t] (r @ P(0->t)^-1)[x_0].
+
+        Negative values (inexact scores) are clipped; an all-zero row gives the uniform law.
+        Inverting P(0 -> t) amplifies float32 rounding in r by its condition number (about
+        exp(sigma_bar(t) * spread of Re(lambda))), so the result degrades as P(0 -> t) nears its
+        rank-one limit. Returns `[B, L, S]` log-probabilities.
+        """
+        t = batch_time(t, x.shape[0])
+        is_x = jax.nn.one_hot(x, self.num_states, dtype=jnp.bool_)
+        r = jnp.where(is_x, 1.0, jnp.exp(log_r.astype(jnp.float32)))
+        w = jnp.einsum("bly,byk->blk", r, self._marginal_inverse(t), precision=HIGHEST)
+        p = jnp.maximum(w, 0.0) * gather_column(self.marginal_matrix(t), x)
+        p = jnp.where(jnp.sum(p, axis=-1, keepdims=True) > 0, p, 1.0)
+        return safe_log(p) - jnp.log(jnp.sum(p, axis=-1, keepdims=True))
+
+    def reverse_rates(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        *,
+        log_p0: jax.Array | None = None,
+        log_r: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Reverse rates x -> y = beta(t) Q_base[y, x] r_y (y != x).
+
+        Returns `(scale [B], log_rel [B, L, S])` with rate = scale * exp(log_rel), scale = beta(t).
+        Reference: Campbell et al. 2022, Prop. 1.
+        """
+        t = batch_time(t, x.shape[0])
+        if log_r is None:
+            log_r = self.denoiser_to_log_ratios(log_p0, x, t)
+        off_t = (self._q - np.diag(np.diag(self._q))).T
+        log_q_in = jnp.asarray(
+            np.where(off_t > 0, np.log(np.where(off_t > 0, off_t, 1.0)), -np.inf)
+        )
+        log_rel = log_r.astype(jnp.float32) + log_q_in.astype(jnp.float32)[x]
+        return self.schedule.rate(t), log_rel
+
+    def posterior_logits(
+        self, x: jax.Array, s: jax.Array, t: jax.Array, log_p0: jax.Array
+    ) -> jax.Array:
+        """Logits of p(x_s | x_t) = sum_x0 p(x_0 | x_t) q_s(x_s | x_0) P(s->t)[x_s, x_t] /
+        q_t(x_t | x_0), with q_t = `marginal_matrix(t)`. `s < t`: `[B]`. Returns `[B, L, S]`.
+
+        Reference: Austin et al. 2021 (D3PM), the posterior q(x_s | x_t, x_0).
+        """
+        t = batch_time(t, x.shape[0])
+        s = batch_time(s, x.shape[0], "s")
+        col_0t = gather_column(self.marginal_matrix(t), x)
+        p = jax.nn.softmax(log_p0.astype(jnp.float32), axis=-1)
+        w = jnp.where(col_0t > 0, p / jnp.where(col_0t > 0, col_0t, 1.0), 0.0)
+        v = jnp.einsum("blk,bky->bly", w, self.marginal_matrix(s), precision=HIGHEST)
+        return safe_log(v * gather_column(self.transition_matrix(s, t), x))
+
+    def tweedie_logits(
+        self, x: jax.Array, s: jax.Array, t: jax.Array, log_r: jax.Array
+    ) -> jax.Array:
+        """Logits of the Tweedie step p(x_s = y | x_t) ~ P(s->t)[y, x_t] (r @ P(s->t)^-1)_y.
+
+        Negative values are clipped to zero; a row that vanishes keeps x_t. Returns `[B, L, S]`.
+        Reference: Lou et al. 2024 (SEDD), Tweedie tau-leaping.
+        """
+        t = batch_time(t, x.shape[0])
+        s = batch_time(s, x.shape[0], "s")
+        is_x = jax.nn.one_hot(x, self.num_states, dtype=jnp.bool_)
+        r = jnp.where(is_x, 1.0, jnp.exp(log_r.astype(jnp.float32)))
+        m = jnp.einsum(
+            "blz,bzy->bly", r, self._scaled_inverse(self._delta(s, t)), precision=HIGHEST
+        )
+        p = gather_column(self.transition_matrix(s, t), x) * jnp.maximum(m, 0.0)
+        return stay_if_degenerate(safe_log(p), x)

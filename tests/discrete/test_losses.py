@@ -1,0 +1,186 @@
+"""Losses against exact answers: the bounds are tight for the exact model and loose otherwise."""
+
+import itertools
+
+import discrete_support as sup
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffax.discrete as dd
+from diffax.discrete.losses import masked_elbo_terms, prior_kl
+
+TGT = sup.target()
+X0 = TGT.sequences[[0, 13, 26]]  # an unlikely, a middling and a likely sequence
+
+
+def test_masked_elbo_closed_form_equals_nll():
+    """E[-ELBO] = sum_k 1/k avg_{|M| = k} sum_{l in M} -log p(x^l | x^unmasked) = -log p(x)."""
+    process = dd.Masked(sup.V)
+    model = TGT.denoiser(process)
+    x0 = jnp.asarray(TGT.sequences, jnp.int32)  # all 27 sequences at once
+    expected = np.zeros(len(x0))
+    for k in range(1, sup.L + 1):
+        subsets = list(itertools.combinations(range(sup.L), k))
+        for subset in subsets:
+            xt = x0.at[:, list(subset)].set(process.mask_id)
+            t = jnp.ones(len(x0))  # masking_rate(1) = 1 for the linear schedule: plain CE
+            logits = model(xt, 0.5 * t)  # the exact masked denoiser is time-free
+            ce = masked_elbo_terms(process, logits, x0, xt, t).sum(-1)
+            expected += np.asarray(ce, np.float64) / (k * len(subsets))
+    np.testing.assert_allclose(expected, TGT.nll(TGT.sequences), rtol=1e-5)
+
+
+def test_masked_elbo_monte_carlo_within_stated_error():
+    process = dd.Masked(sup.V)
+    model = TGT.denoiser(process)
+    n = 4096
+    estimate = jax.jit(lambda key, batch: dd.masked_elbo(key, process, model, batch))
+    for i, x0 in enumerate(X0):
+        batch = jnp.broadcast_to(jnp.asarray(x0, jnp.int32), (n, sup.L))
+        nats = np.asarray(estimate(jax.random.key(i), batch), np.float64)
+        stderr = nats.std() / np.sqrt(n)  # antithetic times: conservative (iid formula)
+        assert abs(nats.mean() - TGT.nll(x0[None])[0]) < 4 * stderr, (nats.mean(), stderr)
+
+
+@pytest.mark.parametrize("name", ["uniform", "general"])
+@pytest.mark.parametrize("prediction", ["denoiser", "concrete_score"])
+def test_expected_ctmc_elbo_is_tight_for_exact_model_and_loose_otherwise(name, prediction):
+    """For the exact model the reverse process is the true time reversal, so the continuous-time
+    bound is tight (-ELBO = NLL); any other model gives -ELBO > NLL."""
+    process = sup.processes()[name]
+    model = TGT.denoiser(process) if prediction == "denoiser" else TGT.concrete_score(process)
+    bound = sup.expected_bound(process, model, TGT.sequences, prediction)
+    np.testing.assert_allclose(bound, TGT.nll(TGT.sequences), rtol=5e-5)
+    # A perturbed model is a different distribution p_theta: its bound on -log p_theta(x) can
+    # fall below -log p(x) for some x, but the data average is a cross-entropy >= the entropy.
+    noise = 0.5 * jax.random.normal(jax.random.key(0), (sup.L, sup.V))
+    worse = lambda xt, t: model(xt, t) + noise
+    cross_entropy = TGT.probs @ sup.expected_bound(process, worse, TGT.sequences, prediction)
+    assert cross_entropy > TGT.entropy() + 0.01
+
+
+def test_ctmc_elbo_and_score_entropy_equal_masked_elbo_for_masked():
+    process = dd.Masked(sup.V, dd.LogLinearSchedule(1e-3))
+    x0 = jnp.asarray(TGT.sequences, jnp.int32)
+    key = jax.random.key(3)
+    logits_model = lambda xt, t: TGT.denoiser(process)(xt, t) + 0.1 * xt[..., None]
+    a = dd.masked_elbo(key, process, logits_model, x0)
+    b = dd.ctmc_elbo(key, process, logits_model, x0)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    score_model = lambda xt, t: dd.denoiser_to_score(process, logits_model(xt, t), xt, t)
+    c = dd.score_entropy(key, process, score_model, x0)
+    np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_end_terms():
+    x0 = jnp.asarray(X0, jnp.int32)
+    for process in (dd.Masked(3), dd.Uniform(3), dd.General(sup.random_generator(3, 1))):
+        np.testing.assert_allclose(prior_kl(process, x0), 0.0, atol=1e-5)
+    for sched in (dd.GeometricSchedule(1e-3, 3.0), dd.LogLinearSchedule(0.1)):
+        for process in (dd.Masked(3, sched), dd.Uniform(3, sched)):
+            q = process.marginal_probs(x0, jnp.ones(3))
+            prior = process.prior_probs()
+            generic = jnp.sum(jnp.where(q > 0, q * jnp.log(q / prior), 0.0), axis=(1, 2))
+            np.testing.assert_allclose(prior_kl(process, x0), generic, rtol=1e-4)
+    # Geometric schedule: alpha(0) < 1 and alpha(1) > 0, so reconstruction and prior terms
+    # enter. Their exact expectation (reconstruction by enumerating the mask patterns at t = 0)
+    # plus the integral matches the Monte-Carlo ELBO, and the bound stays above the entropy.
+    process = dd.Masked(3, dd.GeometricSchedule(0.05, 3.0))
+    model = TGT.denoiser(process)
+    x0 = jnp.asarray(TGT.sequences, jnp.int32)
+    a0 = process.schedule.alpha_at(0.0)
+    recon = np.zeros(len(x0))
+    for pattern in itertools.product([False, True], repeat=sup.L):
+        m = np.array(pattern)
+        weight = (1 - a0) ** m.sum() * a0 ** (~m).sum()
+        xt = jnp.where(m[None], process.mask_id, x0)
+        logp = jax.nn.log_softmax(model(xt, jnp.zeros(len(x0))))
+        nll = -jnp.take_along_axis(logp, x0[..., None], -1)[..., 0]
+        recon += weight * np.asarray(jnp.where(m[None], nll, 0.0).sum(-1))
+    exact = sup.expected_bound(process, model, TGT.sequences, "denoiser") + recon
+    exact += np.asarray(prior_kl(process, x0))
+    assert TGT.probs @ exact > TGT.entropy() + 0.05
+    batch = jnp.broadcast_to(x0[13], (4096, sup.L))
+    nats = np.asarray(dd.elbo(jax.random.key(0), process, model, batch), np.float64)
+    assert abs(nats.mean() - exact[13]) < 4 * nats.std() / 64
+
+
+def test_flow_matching_ce_and_registry():
+    process = dd.Uniform(3)
+    x0 = jnp.asarray(X0, jnp.int32)
+    model = TGT.denoiser(process)
+    t = jnp.full(3, 0.4)
+    key = jax.random.key(0)
+    value = dd.flow_matching_ce(key, process, model, x0, t=t)
+    xt = process.sample_marginal(jax.random.split(key)[1], x0, t)
+    manual = -jnp.take_along_axis(jax.nn.log_softmax(model(xt, t)), x0[..., None], -1).sum((1, 2))
+    np.testing.assert_allclose(value, manual, rtol=1e-6)
+    assert dd.losses.names() == ["ctmc_elbo", "flow_matching_ce", "masked_elbo", "score_entropy"]
+    assert dd.loss_fn("score_entropy") is dd.score_entropy
+    with pytest.raises(ValueError, match="allowed values: ctmc_elbo, flow_matching_ce"):
+        dd.loss_fn("dsm")
+
+
+GRADIENT_CASES = [
+    (loss, name)
+    for loss in ("masked_elbo", "ctmc_elbo", "score_entropy", "flow_matching_ce")
+    for name in ("masked", "uniform", "general")
+    if loss != "masked_elbo" or name == "masked"  # masked_elbo is Masked-only (test_bad_inputs)
+]
+
+
+@pytest.mark.parametrize("loss, name", GRADIENT_CASES)
+def test_losses_have_finite_gradients(loss, name):
+    process = sup.processes()[name]
+    if loss == "score_entropy" and name == "masked":
+        process = dd.Masked(sup.V, dd.LogLinearSchedule(1e-3))
+    table = jnp.zeros((process.num_input_ids, sup.V))
+
+    def mean_loss(table, key):
+        model = lambda xt, t: table[xt] * (1.0 + t[:, None, None])
+        x0 = TGT.sample(jax.random.key(1), 64)
+        return jnp.mean(dd.loss_fn(loss)(key, process, model, x0))
+
+    value_and_grad = jax.jit(jax.value_and_grad(mean_loss))
+    for seed in range(3):
+        value, grad = value_and_grad(table, jax.random.key(seed))
+        assert np.isfinite(value) and np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_bad_inputs():
+    x0 = jnp.asarray(X0, jnp.int32)
+    model = TGT.denoiser(dd.Uniform(3))
+    with pytest.raises(TypeError, match="masked_elbo needs process=Masked"):
+        dd.masked_elbo(jax.random.key(0), dd.Uniform(3), model, x0)
+    with pytest.raises(ValueError, match="allowed ids are 0..2"):
+        dd.ctmc_elbo(jax.random.key(0), dd.Uniform(3), model, x0.at[0, 0].set(3))
+    with pytest.raises(ValueError, match="allowed ids are 0..2"):
+        dd.masked_elbo(jax.random.key(0), dd.Masked(3), model, x0.at[0, 0].set(3))
+    with pytest.raises(ValueError, match="alpha\\(1\\) > 0"):
+        dd.score_entropy(jax.random.key(0), dd.Masked(3), model, x0)
+    with pytest.raises(ValueError, match="model_fn output has shape"):
+        dd.ctmc_elbo(jax.random.key(0), dd.Uniform(4), model, x0)
+
+
+def test_antithetic_times_and_bits():
+    t = np.sort(np.asarray(dd.antithetic_times(jax.random.key(0), 8)))
+    assert t.min() > 0 and t.max() <= 1
+    np.testing.assert_allclose(np.diff(t), 1 / 8, atol=1e-6)
+    assert float(dd.bits_per_token(jnp.asarray(np.log(2) * 6), 3)) == pytest.approx(2.0)
+
+
+def test_every_loss_takes_prediction_by_keyword():
+    """The training stack calls `loss_fn(name)(key, process, model_fn, x0, prediction=...)`."""
+    process = dd.Masked(sup.V, dd.LogLinearSchedule(1e-3))
+    x0 = jnp.asarray(X0, jnp.int32)
+    for name in dd.losses.names():
+        value = dd.loss_fn(name)(
+            jax.random.key(0), process, TGT.denoiser(process), x0, prediction="denoiser"
+        )
+        assert value.shape == (3,) and np.all(np.isfinite(value))
+    with pytest.raises(ValueError, match="prediction"):
+        dd.masked_elbo(
+            jax.random.key(0), process, TGT.denoiser(process), x0, prediction="concrete_score"
+        )
