@@ -13,13 +13,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "builtin"  # text: builtin | text_file | tfds (data.dataset, e.g. lm1b)
+    # text: builtin | text_file | tfds (data.dataset, e.g. lm1b) | markov (synthetic, exact entropy)
+    config.data.source = "builtin"
     config.data.path = ""  # UTF-8 file for source=text_file
     config.data.tokenizer = "text8"  # text8 (a-z + space) | char | byte
     config.data.seq_len = 64
     config.data.heldout_fraction = 0.1
     config.data.num_workers = 0  # grain worker processes building batches (0: in the main process)
     config.data.text_key = "text"  # text feature of a TFDS text dataset (source=tfds)
+    config.data.markov_vocab_size = 8  # source=markov: symbols of the synthetic Markov chain
+    config.data.markov_concentration = 0.5  # source=markov: Dirichlet concentration of its rows
 
     config.process = ml_collections.ConfigDict()
     config.process.name = "masked"

@@ -45,7 +45,7 @@ def train_dataset(
     shard_count: int = 1,
     num_workers: int = 0,
 ) -> grain.IterDataset:
-    """An infinite grain dataset of `[batch_size, seq_len]` int32 batches for one process.
+    """An infinite grain dataset of `[batch_size, seq_len]` int32 windows of `ids`, one process.
 
     Args:
       ids: 1-D int32 training stream.
@@ -56,16 +56,40 @@ def train_dataset(
       num_workers: if > 0, build batches in that many grain worker processes (the iterator state
         stays checkpointable).
     """
+    return indexed_dataset(
+        RandomWindows(ids, seq_len, seed),
+        batch_size,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        num_workers=num_workers,
+    )
+
+
+def indexed_dataset(
+    example_fn,
+    batch_size: int,
+    *,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    num_workers: int = 0,
+) -> grain.IterDataset:
+    """Infinite batches of `example_fn(global_index)`, each process reading its block.
+
+    Args:
+      example_fn: global example index -> fixed-shape array (a pure function of the index).
+      batch_size: per-process batch size.
+      shard_index, shard_count: this process's block of each global batch.
+      num_workers: grain worker processes (0: build batches in this process).
+    """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count})")
-    windows = RandomWindows(ids, seq_len, seed)
     global_batch = batch_size * shard_count
 
     def global_index(j: int) -> int:
         return (j // batch_size) * global_batch + shard_index * batch_size + j % batch_size
 
     ds = grain.MapDataset.range(0, _NUM_WINDOWS // shard_count).map(global_index)
-    ds = ds.map(windows).batch(batch_size, drop_remainder=True)
+    ds = ds.map(example_fn).batch(batch_size, drop_remainder=True)
     return with_workers(ds.to_iter_dataset(), num_workers)
 
 

@@ -206,12 +206,20 @@ def _report_eval(result: dict[str, float], task) -> None:
             f"; unigram entropy of the held-out text: {h:.4f} bits/{unit} "
             f"({label} is {h - elbo:.4f} below)"
         )
+    if "true_entropy" in result:
+        h = result["true_entropy"]
+        line += f"; true entropy of the data: {h:.4f} bits/{unit} (gap {elbo - h:.4f})"
     log(line)
 
 
 def train(config, workdir: str) -> dict[str, Any]:
     """Trains (or resumes) the run in `workdir`; returns the final evaluation."""
     run = Run(config, workdir, for_training=True)
+    with jax.set_mesh(run.mesh):
+        return _train(config, workdir, run)
+
+
+def _train(config, workdir: str, run: Run) -> dict[str, Any]:
     t, task = config.train, run.task
     log(
         f"task={config.task} params={run.task.model_def.count():,} devices={jax.device_count()} "
@@ -298,6 +306,11 @@ def train(config, workdir: str) -> dict[str, Any]:
 def evaluate(config, workdir: str) -> dict[str, float]:
     """Evaluates the newest checkpoint of `workdir` on the held-out data and prints the ELBO."""
     run = Run(config, workdir, for_training=False)
+    with jax.set_mesh(run.mesh):
+        return _evaluate(config, workdir, run)
+
+
+def _evaluate(config, workdir: str, run: Run) -> dict[str, float]:
     params, step = run.latest_params(config.eval.use_ema)
     result = run.evaluate(params, step)
     log(f"checkpoint step {step}")
@@ -309,6 +322,11 @@ def evaluate(config, workdir: str) -> dict[str, float]:
 def sample(config, workdir: str) -> list[str]:
     """Samples from the newest checkpoint of `workdir`, writes them there and prints a few."""
     run = Run(config, workdir, for_training=False)
+    with jax.set_mesh(run.mesh):
+        return _sample(config, workdir, run)
+
+
+def _sample(config, workdir: str, run: Run) -> list[str]:
     params, step = run.latest_params(config.eval.use_ema)
     path, lines, nfe = run.sample(params, step, config.sample.num_samples)
     log(

@@ -52,7 +52,10 @@ class MetricWriter:
             body = " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
             )
-            print(f"[{prefix}] step {step}: {body}", flush=True)
+            # tqdm.write keeps an active progress bar intact (and prints plainly without one).
+            from tqdm import tqdm
+
+            tqdm.write(f"[{prefix}] step {step}: {body}")
 
     def write_text(self, step: int, tag: str, text: str) -> None:
         """Records a text blob (e.g. decoded samples) in TensorBoard."""

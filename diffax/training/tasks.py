@@ -26,7 +26,9 @@ from diffax.data import (
     train_dataset,
     unigram_entropy_bits,
 )
-from diffax.data.pipeline import with_workers
+from diffax.data.pipeline import indexed_dataset, with_workers
+from diffax.data.synthetic import MarkovChainSource, entropy_bits
+from diffax.data.tokenizers import CharTokenizer
 from diffax.nn import DiffusionTransformer
 from diffax.training.state import ModelDef
 
@@ -85,7 +87,17 @@ class TextDiffusionTask:
         self.config = config
         data = config.data
         self.seq_len = data.seq_len
-        if data.source == "tfds":
+        if data.source == "markov":
+            # Synthetic sequences with a known entropy (the ELBO's floor).
+            self.corpus = None
+            self.markov = MarkovChainSource(
+                data.markov_vocab_size, data.seq_len, config.seed, data.markov_concentration
+            )
+            alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+            if data.markov_vocab_size > len(alphabet):
+                raise ValueError(f"data.markov_vocab_size must be <= {len(alphabet)}")
+            self.tokenizer = CharTokenizer(alphabet[: data.markov_vocab_size])
+        elif data.source == "tfds":
             # One example (e.g. an LM1B sentence) per sequence, truncated or padded with spaces.
             if data.tokenizer == "char":
                 raise ValueError(
@@ -158,6 +170,14 @@ class TextDiffusionTask:
 
     def train_dataset(self, batch_per_process: int, shard_index: int, shard_count: int):
         """Infinite per-process grain dataset of `[batch_per_process, seq_len]` int32 batches."""
+        if self.config.data.source == "markov":
+            return indexed_dataset(
+                self.markov,
+                batch_per_process,
+                shard_index=shard_index,
+                shard_count=shard_count,
+                num_workers=self.config.data.num_workers,
+            )
         if self.corpus is None:
             ds = self._tfds_batches(
                 self.config.data.train_split,
@@ -178,6 +198,11 @@ class TextDiffusionTask:
 
     def eval_batches(self, batch_size: int) -> list[np.ndarray]:
         """Held-out batches: non-overlapping windows in order (TFDS: eval-split examples)."""
+        if self.config.data.source == "markov":
+            # Indices from 2^41 on never occur in training (training uses indices < 2^40).
+            num = batch_size * (self.config.eval.max_batches or 16)
+            seqs = np.stack([self.markov(2**41 + i) for i in range(num)])
+            return [seqs[i : i + batch_size] for i in range(0, num, batch_size)]
         if self.corpus is None:
             ds = self._tfds_batches(
                 self.config.data.eval_split, batch_size, shuffle=False, repeat=False
@@ -188,6 +213,11 @@ class TextDiffusionTask:
 
     def baselines(self) -> dict[str, float]:
         """Context-free reference: the unigram entropy of the held-out text, bits per char."""
+        if self.config.data.source == "markov":
+            return {
+                "unigram_entropy": float(entropy_bits(self.markov.stationary)),
+                "true_entropy": self.markov.entropy_bits_per_token(),
+            }
         if self.corpus is None:
             heldout = np.concatenate([b.ravel() for b in self.eval_batches(self.seq_len)])
         else:
