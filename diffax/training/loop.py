@@ -8,6 +8,7 @@ writes a checkpoint before it exits, so a preempted run loses no finished step.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -88,6 +89,7 @@ class Run:
         if for_training and _is_primary():
             prepare_workdir(workdir, config.to_dict(), write=True)
         c = config.checkpoint
+        self._sample_fns = {}
         self.checkpointer = Checkpointer(
             os.path.join(workdir, "checkpoints"), keep=c.keep, keep_every=c.keep_every
         )
@@ -129,28 +131,30 @@ class Run:
         return (state["ema"] if use_ema else state["params"]), step
 
     # -- evaluation and sampling ---------------------------------------------------------------
+    @functools.cached_property
+    def _eval_fn(self):
+        """Jitted `(params, key, batch) -> summed nats`, compiled once per run."""
+        num_samples = self.config.eval.num_samples
+        return jax.jit(
+            lambda p, k, b: jnp.sum(self.task.eval_nats(p, k, b, num_samples)),
+            in_shardings=(None, self.replicated, self.batch_sharding),
+            out_shardings=self.replicated,
+        )
+
     def evaluate(self, params, step: int) -> dict[str, float]:
         """Held-out negative ELBO in bits per unit, plus the task's baselines."""
         e = self.config.eval
         batches = self.task.eval_batches(e.batch_size)
         if e.max_batches > 0:
             batches = batches[: e.max_batches]
-        fn = jax.jit(
-            lambda p, k, b: self.task.eval_nats(p, k, b, e.num_samples),
-            in_shardings=(None, self.replicated, self.batch_sharding),
-            out_shardings=self.replicated,
-        )
         key = jax.random.key(self.config.seed + 1)
         pc, pi = jax.process_count(), jax.process_index()
-        total = 0.0
+        total = jnp.zeros(())  # summed on device: one host transfer per evaluation
         for i, batch in enumerate(batches):
             n = batch.shape[0] // pc
-            local = batch[pi * n : (pi + 1) * n]
-            total += float(
-                jnp.sum(
-                    fn(params, jax.random.fold_in(key, i), global_array(local, self.batch_sharding))
-                )
-            )
+            local = global_array(batch[pi * n : (pi + 1) * n], self.batch_sharding)
+            total = total + self._eval_fn(params, jax.random.fold_in(key, i), local)
+        total = float(total)
         units = sum(b.shape[0] for b in batches) * self.task.tokens_per_example()
         result = {
             f"{self.task.metric}_bits_per_{self.task.unit}": total / (units * math.log(2.0)),
@@ -161,8 +165,11 @@ class Run:
 
     def sample(self, params, step: int, num: int) -> tuple[str, list[str], int]:
         """Draws `num` samples, writes them under `workdir/samples`, returns (path, lines, nfe)."""
-        fn = jax.jit(lambda p, k: self.task.sample(p, k, num), out_shardings=self.replicated)
-        samples, info = fn(params, jax.random.key(self.config.seed + 2))
+        if num not in self._sample_fns:
+            self._sample_fns[num] = jax.jit(
+                lambda p, k: self.task.sample(p, k, num), out_shardings=self.replicated
+            )
+        samples, info = self._sample_fns[num](params, jax.random.key(self.config.seed + 2))
         samples = np.asarray(jax.device_get(samples))
         path, lines = "", []
         if _is_primary():
