@@ -66,7 +66,36 @@ class Embed(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.table[...], ids, axis=0).astype(self.dtype)
+        # Gather the (possibly FSDP-sharded) table before the lookup, as FSDP does for every
+        # weight: a gather from a feature-sharded table otherwise yields feature-sharded
+        # activations that XLA must reshard in full.
+        table = replicate_under_mesh(self.table[...])
+        return constrain_batch(jnp.take(table, ids, axis=0).astype(self.dtype))
+
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """Pins activations `[B, ...]` to be split over the batch axes only, when a mesh is set.
+
+    With FSDP the parameters are sharded over "fsdp" on their embedding axis; without this hint
+    XLA's propagation may shard activations on features too and then reshard them at every
+    layer (seen as "involuntary full rematerialization"). Outside `jax.set_mesh`, or on a mesh
+    without ("data", "fsdp") axes, this is the identity.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not all(a in mesh.axis_names for a in BATCH_AXES):
+        return x
+    spec = jax.sharding.PartitionSpec(BATCH_AXES, *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+def replicate_under_mesh(w: jax.Array) -> jax.Array:
+    """All-gathers `w` (replicated layout) when a mesh is set; the identity otherwise."""
+    if jax.sharding.get_abstract_mesh().empty:
+        return w
+    return jax.lax.with_sharding_constraint(w, jax.sharding.PartitionSpec())
 
 
 def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:

@@ -12,7 +12,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffax.nn.layers import Dense, Embed, layer_norm, rotary, sinusoidal_embedding
+from diffax.nn.layers import (
+    Dense,
+    Embed,
+    constrain_batch,
+    layer_norm,
+    rotary,
+    sinusoidal_embedding,
+)
 
 
 def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
@@ -110,6 +117,6 @@ class DiffusionTransformer(nnx.Module):
         c = jax.nn.silu(c).astype(self.dtype)
         positions = jnp.arange(length)
         for block in self.blocks:
-            x = block(x, c, positions)
+            x = block(constrain_batch(x), c, positions)
         shift, scale = jnp.split(self.final_ada(c), 2, axis=-1)
         return self.head(_modulate(layer_norm(x), shift, scale)).astype(jnp.float32)

@@ -31,9 +31,10 @@ def _run_steps(task, tx, mesh, batches, accum_steps=1, loss_fn=None):
         replicated,
     )
     losses = []
-    for b in batches:
-        state, metrics = step(state, global_array(b, batch_sharding))
-        losses.append(float(metrics["loss"]))
+    with jax.set_mesh(mesh):  # as the train loop runs it (activation sharding hints apply)
+        for b in batches:
+            state, metrics = step(state, global_array(b, batch_sharding))
+            losses.append(float(metrics["loss"]))
     return jax.device_get(state), losses
 
 
