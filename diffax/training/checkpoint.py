@@ -83,12 +83,6 @@ class Checkpointer:
         )
         return restored["state"], restored["meta"]
 
-    def restore_meta(self, step: int) -> dict:
-        """Only the JSON metadata of checkpoint `step`."""
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-            "meta"
-        ]
-
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are finished."""
         self._manager.wait_until_finished()
