@@ -58,6 +58,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.ema_decay = 0.99
     config.train.log_every = 100
     config.train.progress_bar = True
+    # Dead-run detection: stop (exit 1, no new checkpoint) when more than max_skipped_fraction of
+    # the last dead_run_window steps were skipped by the NaN/inf guard (shorter runs: of all
+    # steps), or when an evaluation is not finite.
+    config.train.dead_run_window = 100
+    config.train.max_skipped_fraction = 0.5
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # -1: all devices not used by the other axes

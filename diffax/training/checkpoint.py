@@ -14,6 +14,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class Checkpointer:
@@ -24,26 +25,42 @@ class Checkpointer:
       keep: keep the newest `keep` checkpoints.
       keep_every: additionally keep every checkpoint whose step is a multiple of this (0: none).
       async_save: write in a background thread (training continues meanwhile).
+      read_only: for eval and sample: never create, delete or clean anything under `directory`.
+        In particular the temporary directory of a save in flight (a training run writing
+        into the same workdir) is left alone; a writable manager would delete it on start.
     """
 
-    def __init__(self, directory: str, *, keep: int, keep_every: int = 0, async_save: bool = True):
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep: int,
+        keep_every: int = 0,
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
+        self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             keep_period=keep_every or None,
-            enable_async_checkpointing=async_save,
-            create=True,
-            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save and not read_only,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+            read_only=read_only,
         )
         self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=options,
-            item_handlers={
-                "state": ocp.StandardCheckpointHandler(),
-                "data": grain.checkpoint.CheckpointHandler(),
-                "meta": ocp.JsonCheckpointHandler(),
-            },
-        )
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        if not read_only:
+            handlers["data"] = grain.checkpoint.CheckpointHandler()
+        verbosity = logging.get_verbosity()
+        if read_only:  # orbax warns at INFO/WARNING that a read-only manager will not save
+            logging.set_verbosity(logging.ERROR)
+        try:
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options, item_handlers=handlers
+            )
+        finally:
+            logging.set_verbosity(verbosity)
 
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""
@@ -67,21 +84,27 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:
+    def restore(
+        self, step: int, abstract_state: Any, data_iterator: Any = None
+    ) -> tuple[Any, dict]:
         """Restores `step` into arrays laid out like `abstract_state` (shapes + shardings).
 
-        The data iterator is restored in place. The target shardings come from the current mesh,
-        so a checkpoint written on a different number of devices restores onto this one.
+        The data iterator, when given, is restored in place (eval and sample pass none). The
+        target shardings come from the current mesh, so a checkpoint written on a different
+        number of devices restores onto this one.
         """
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
+        items = {
+            "state": ocp.args.StandardRestore(abstract_state),
+            "meta": ocp.args.JsonRestore(),
+        }
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], restored["meta"]
+
+    def reload(self) -> None:
+        """Re-reads the list of steps from disk (a live training may have added or removed some)."""
+        self._manager.reload()
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are finished."""

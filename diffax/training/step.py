@@ -72,8 +72,8 @@ def make_train_step(
 
     Gradient accumulation runs `accum_steps` micro-batches in a `lax.scan` and averages their
     gradients, so the update equals one step on the whole batch when the loss is a mean over
-    examples. A non-finite loss or gradient skips the update (parameters, optimizer state and EMA
-    unchanged) and increments `state["skipped"]`.
+    examples. A non-finite loss, gradient or gradient norm skips the update (parameters,
+    optimizer state and EMA unchanged) and increments `state["skipped"]`.
     """
 
     def grads_of(params, key, batch):
@@ -100,7 +100,10 @@ def make_train_step(
             total, _ = jax.lax.scan(body, zero, (jnp.arange(accum_steps), micro))
             loss, metrics, grads = jax.tree.map(lambda x: x / accum_steps, total)
 
-        finite = jnp.isfinite(loss) & tree_all_finite(grads)
+        grad_norm = optax.global_norm(grads)
+        # Finite gradients can still have an infinite norm (squares overflow float32, e.g. after
+        # a huge learning rate); clipping by that norm would turn the update into 0 or NaN.
+        finite = jnp.isfinite(loss) & tree_all_finite(grads) & jnp.isfinite(grad_norm)
 
         def apply():
             updates, new_opt = tx.update(grads, state["opt_state"], params)
@@ -119,9 +122,7 @@ def make_train_step(
             "rng": state["rng"],
             "skipped": state["skipped"] + (~finite).astype(jnp.int32),
         }
-        metrics = dict(
-            metrics, loss=loss, grad_norm=optax.global_norm(grads), skipped=new_state["skipped"]
-        )
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, skipped=new_state["skipped"])
         return new_state, metrics
 
     return train_step

@@ -8,14 +8,20 @@ checkpoint, the mesh) are listed in `RESUMABLE_PREFIXES`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
+import socket
+import time
 from typing import Any
 
 RESUMABLE_PREFIXES = (
     "train.num_steps",
     "train.log_every",
     "train.progress_bar",
+    "train.dead_run_window",
+    "train.max_skipped_fraction",
     "checkpoint.",
     "eval.",
     "sample.",
@@ -62,7 +68,9 @@ def prepare_workdir(workdir: str, config: dict[str, Any], *, write: bool = True)
       write: write `config.json` when it is missing (only the primary process should).
 
     Returns:
-      True when the workdir already held this run (a resume), False for a new run.
+      True when the workdir already held this run (a resume), False for a new run. A workdir
+      whose `config.json` differs but that holds no complete checkpoint (an earlier start failed
+      before saving anything) counts as new: its `config.json` is replaced.
 
     Raises:
       ValueError: the workdir holds a run of a different config, or checkpoints without a
@@ -77,6 +85,11 @@ def prepare_workdir(workdir: str, config: dict[str, Any], *, write: bool = True)
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"workdir {workdir!r}: config.json is unreadable ({e})") from None
         diffs = config_differences(saved, config)
+        if diffs and not has_checkpoint(ckpt_dir):
+            # An earlier start that saved no checkpoint left nothing to resume or mix with.
+            if write:
+                _write_config(path, config)
+            return False
         if diffs:
             raise ValueError(
                 f"workdir {workdir!r} holds a run with a different config; refusing to resume or "
@@ -90,8 +103,211 @@ def prepare_workdir(workdir: str, config: dict[str, Any], *, write: bool = True)
         )
     if write:
         os.makedirs(workdir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(_normalise(config), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        _write_config(path, config)
     return False
+
+
+def _write_config(path: str, config: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(_normalise(config), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def has_checkpoint(ckpt_dir: str) -> bool:
+    """True when `ckpt_dir` holds a complete checkpoint (a step directory named by its number).
+
+    orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames to `<step>` when complete.
+    """
+    return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+
+
+# --------------------------------------------------------------------------------------------
+# Locking: one training per workdir.
+
+LOCK_NAME = "train.lock"
+
+
+class WorkdirLocked(RuntimeError):
+    """Another live training holds the workdir's lock."""
+
+
+def _proc_start_ticks(pid: int) -> int | None:
+    """Start time of process `pid` in clock ticks since boot (Linux), to tell a reused PID."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The command name (field 2) may hold spaces; fields after its ")" are fixed.
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _process_alive(pid: int, start_ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    now = _proc_start_ticks(pid)
+    return start_ticks is None or now is None or now == start_ticks
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir, held by `train` for the whole run.
+
+    The lock is the file `workdir/train.lock`, holding the holder's host, PID and start time,
+    with an `fcntl.flock` on it for as long as the holder lives. A second training on the same
+    workdir is refused with a `WorkdirLocked` error that names the holder. A lock left behind by a
+    killed run (its flock is gone with the process) is taken over when it names this host and a
+    dead process (PID and process start time, so a reused PID is not mistaken for the holder).
+    A lock naming another host cannot be checked from here and is refused, with the command to
+    remove it if that run is known to be dead. `release` (or leaving the `with` block) removes it.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK_NAME)
+        self._fd: int | None = None
+
+    def _holder(self, fd: int) -> dict[str, Any] | None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            return json.loads(os.read(fd, 4096).decode() or "null")
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def _refuse(self, holder: dict[str, Any] | None, why: str) -> None:
+        who = (
+            f"pid {holder.get('pid')} on host {holder.get('host')!r}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('time', 0)))}"
+            if holder
+            else "an unknown process"
+        )
+        raise WorkdirLocked(
+            f"workdir {os.path.dirname(self.path)!r} is locked by a training run ({who}){why}; "
+            "refusing to start a second one on it. Wait for it to finish or use another "
+            f"--workdir (if that run is dead, remove {self.path})."
+        )
+
+    def acquire(self) -> None:
+        """Takes the lock or raises `WorkdirLocked`."""
+        host = socket.gethostname()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                self._refuse(holder, "")
+            # The file may have been released (unlinked) between our open and our flock.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            holder = self._holder(fd)
+            if holder and holder.get("host") != host:
+                os.close(fd)
+                self._refuse(holder, " on another host (its liveness cannot be checked here)")
+            if holder and _process_alive(int(holder.get("pid", -1)), holder.get("start_ticks")):
+                if holder.get("pid") != os.getpid():
+                    os.close(fd)
+                    self._refuse(holder, "")
+            mine = {
+                "host": host,
+                "pid": os.getpid(),
+                "start_ticks": _proc_start_ticks(os.getpid()),
+                "time": time.time(),
+            }
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(mine).encode())
+            os.fsync(fd)
+            self._fd = fd
+            return
+
+    def release(self) -> None:
+        """Removes the lock file and drops the lock (idempotent)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> WorkdirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-flight checks on the workdir path, before anything is written.
+
+
+def check_workdir(workdir: str, *, for_training: bool) -> None:
+    """Raises `ValueError` unless `workdir` can serve as a run directory.
+
+    It must not be a file; for training it (or, when missing, its nearest existing parent) must be
+    a directory this process can create files in, tested by creating and removing a probe file
+    (root ignores permission bits, so `os.access` alone would not tell). Nothing is left behind.
+    """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir={workdir!r} is a file, not a directory; pass a directory")
+    if not for_training:
+        return
+    probe_dir = workdir
+    while not os.path.exists(probe_dir):
+        parent = os.path.dirname(probe_dir)
+        if parent == probe_dir:
+            break
+        probe_dir = parent
+    if not os.path.isdir(probe_dir):
+        raise ValueError(
+            f"--workdir={workdir!r} cannot be created: {probe_dir!r} is a file, not a directory"
+        )
+    probe = os.path.join(probe_dir, f".diffax_write_probe_{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("probe")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(
+            f"--workdir={workdir!r} is not writable ({e.strerror} in {probe_dir!r}); pass a "
+            "directory you can write to"
+        ) from None
+
+
+def snapshot_entries(workdir: str) -> set[str] | None:
+    """Names directly inside `workdir` (None when it does not exist), for `remove_new_entries`."""
+    return set(os.listdir(workdir)) if os.path.isdir(workdir) else None
+
+
+def remove_new_entries(workdir: str, before: set[str] | None) -> None:
+    """Removes what a failed start created in `workdir` (entries not in `before`).
+
+    When the workdir did not exist before, it is removed too if nothing else is left in it.
+    """
+    if not os.path.isdir(workdir):
+        return
+    for name in set(os.listdir(workdir)) - (before or set()):
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+    if before is None:
+        try:
+            os.rmdir(workdir)
+        except OSError:
+            pass

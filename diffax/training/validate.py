@@ -1,0 +1,127 @@
+"""Whole-config validation, run before a run writes anything to its workdir.
+
+`validate_config` checks every value range the train/eval/sample code relies on (counts, sizes,
+probabilities, learning-rate and time intervals), so that a bad value is one `ValueError` naming
+the key, its value and what is allowed, raised before `config.json`, checkpoints or logs exist.
+Choices by name (samplers, processes, tokenizers, ...) and the parameters of library objects
+(schedules, processes) are checked where they are resolved, when the task is built; that also
+happens before anything is written (see `diffax.training.loop.train`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{key}={value!r} is not allowed; allowed values: {allowed}")
+
+
+def _int(config, key: str, minimum: int, extra: tuple[int, ...] = ()) -> None:
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(key, value, f"an integer >= {minimum}")
+    if value < minimum and value not in extra:
+        allowed = f"an integer >= {minimum}" + "".join(f" or {e}" for e in extra)
+        _fail(key, value, allowed)
+
+
+def _real(
+    config,
+    key: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    value = _get(config, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        lo = f"({low}" if low_open else f"[{low}"
+        hi = f"{high})" if high_open else f"{high}]"
+        _fail(key, value, f"a finite number in {lo}, {hi}")
+
+
+def _get(config, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+_INF = math.inf
+
+
+def validate_config(config) -> None:
+    """Raises `ValueError` naming the first key whose value the run cannot use.
+
+    Args:
+      config: the run's `ml_collections.ConfigDict` (every key of `configs/base.py`).
+    """
+    # data
+    _int(config, "data.seq_len", 1)
+    _real(config, "data.heldout_fraction", 0.0, 1.0, low_open=True, high_open=True)
+    _int(config, "data.num_workers", 0)
+    _int(config, "data.markov_vocab_size", 2)
+    _real(config, "data.markov_concentration", 0.0, _INF, low_open=True, high_open=True)
+    _int(config, "data.num_heldout", 1)
+    # model
+    for key in ("model.dim", "model.depth", "model.num_heads", "model.time_features"):
+        _int(config, key, 1)
+    _real(config, "model.mlp_ratio", 0.0, _INF, low_open=True, high_open=True)
+    _int(config, "model.num_res_blocks", 1)
+    _int(config, "model.num_groups", 1)
+    # optimizer
+    _real(config, "optimizer.lr", 0.0, _INF, low_open=True, high_open=True)
+    _int(config, "optimizer.warmup_steps", 0)
+    _real(config, "optimizer.weight_decay", 0.0, _INF, high_open=True)
+    _real(config, "optimizer.b1", 0.0, 1.0, high_open=True)
+    _real(config, "optimizer.b2", 0.0, 1.0, high_open=True)
+    _real(config, "optimizer.grad_clip", 0.0, _INF, high_open=True)
+    # train
+    for key in ("train.num_steps", "train.batch_size", "train.accum_steps", "train.log_every"):
+        _int(config, key, 1)
+    _real(config, "train.ema_decay", 0.0, 1.0)
+    _int(config, "train.dead_run_window", 1)
+    _real(config, "train.max_skipped_fraction", 0.0, 1.0)
+    # mesh
+    for key in ("mesh.data", "mesh.fsdp", "mesh.model"):
+        _int(config, key, 1, extra=(-1,))
+    # checkpoint
+    _int(config, "checkpoint.every_steps", 1)
+    _int(config, "checkpoint.keep", 1)
+    _int(config, "checkpoint.keep_every", 0)
+    # eval
+    _int(config, "eval.every_steps", 0)
+    _int(config, "eval.batch_size", 1)
+    _int(config, "eval.num_samples", 1)
+    _int(config, "eval.max_batches", 0)
+    # sample
+    _int(config, "sample.num_steps", 1)
+    _real(config, "sample.temperature", 0.0, _INF, low_open=True, high_open=True)
+    _real(config, "sample.top_p", 0.0, 1.0, low_open=True)
+    _int(config, "sample.num_samples", 1)
+    _int(config, "sample.num_print", 0)
+    _int(config, "sample.every_steps", 0)
+    # continuous
+    _real(config, "continuous.t_min", 0.0, 1.0)
+    _real(config, "continuous.t_max", 0.0, 1.0)
+    c = config.continuous
+    if not c.t_min < c.t_max:
+        raise ValueError(
+            f"continuous.t_min={c.t_min!r} and continuous.t_max={c.t_max!r}: t_min must be "
+            "smaller than t_max (both in [0, 1])"
+        )
+    _real(config, "continuous.sigma_data", 0.0, _INF, low_open=True, high_open=True)
+    t = config.train
+    if t.batch_size % t.accum_steps:
+        raise ValueError(
+            f"train.batch_size={t.batch_size} is not divisible by train.accum_steps="
+            f"{t.accum_steps}; allowed: a batch size that is a multiple of accum_steps"
+        )
