@@ -96,13 +96,21 @@ def _scaled(tree: PyTree, y0: PyTree, y1: PyTree, rtol: float, atol: float) -> P
     )
 
 
-def _initial_step(fn, t0, y0, f0, direction, rtol, atol, order):
-    """Hairer-Norsett-Wanner's starting step (one extra evaluation)."""
+def _initial_step(fn, t0, y0, f0, direction, span, t_lo, t_hi, rtol, atol, order):
+    """Hairer-Norsett-Wanner's starting step (one extra evaluation), at most `span`.
+
+    The trial point t0 + h0 is where the extra evaluation happens, so h0 is capped at the length
+    of the interval: HNW's 0.01 |y0| / |f0| can exceed it by far (a model evaluated at t = -14
+    for a PF-ODE on [1e-3, 1]). A non-finite h0 (NaN field values) also falls back to the span's
+    end, so `fn` is never called at a time outside [t0, t1] or at NaN (t0 + h0 is clipped as
+    well: with h0 = span it can round past t1 by an ulp).
+    """
     d0 = _rms(_scaled(y0, y0, y0, rtol, atol))
     d1 = _rms(_scaled(f0, y0, y0, rtol, atol))
     h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+    h0 = jnp.where(jnp.isfinite(h0) & (h0 > 0), jnp.minimum(h0, span), span)
     y1 = jax.tree_util.tree_map(lambda y, f: y + direction * h0 * f, y0, f0)
-    f1 = fn(t0 + direction * h0, y1)
+    f1 = fn(jnp.clip(t0 + direction * h0, t_lo, t_hi), y1)
     df = jax.tree_util.tree_map(lambda a, b: (a - b) / h0, f1, f0)
     d2 = _rms(_scaled(df, y0, y0, rtol, atol))
     h1 = jnp.where(
@@ -110,7 +118,8 @@ def _initial_step(fn, t0, y0, f0, direction, rtol, atol, order):
         jnp.maximum(1e-6, h0 * 1e-3),
         (0.01 / jnp.maximum(d1, d2)) ** (1.0 / (order + 1)),
     )
-    return jnp.minimum(100.0 * h0, h1)
+    h = jnp.minimum(100.0 * h0, h1)
+    return jnp.where(jnp.isfinite(h) & (h > 0), jnp.minimum(h, span), span)
 
 
 def _solve_own(fn, y0, t0, t1, tableau, rtol, atol, max_steps, safety=0.9):
@@ -118,29 +127,33 @@ def _solve_own(fn, y0, t0, t1, tableau, rtol, atol, max_steps, safety=0.9):
     t1 = jnp.asarray(t1, jnp.float32)
     direction = jnp.sign(t1 - t0)
     span = jnp.abs(t1 - t0)
+    t_lo, t_hi = jnp.minimum(t0, t1), jnp.maximum(t0, t1)
     f0 = fn(t0, y0)
-    h = jnp.minimum(_initial_step(fn, t0, y0, f0, direction, rtol, atol, tableau.low_order), span)
+    h = _initial_step(fn, t0, y0, f0, direction, span, t_lo, t_hi, rtol, atol, tableau.low_order)
     b_err = tuple(b - bl for b, bl in zip(tableau.b, tableau.b_low, strict=True))
     exponent = -1.0 / (tableau.low_order + 1)
     num_stages = len(tableau.c)
 
     def cond(state):
-        t, _, _, _, _, n, _ = state
-        return (direction * (t1 - t) > 0) & (n < max_steps)
+        t, _, _, _, _, n, _, finite = state
+        return (direction * (t1 - t) > 0) & (n < max_steps) & finite
 
     def body(state):
-        t, y, k1, h, nfe, n, n_acc = state
+        t, y, k1, h, nfe, n, n_acc, _ = state
         remaining = jnp.abs(t1 - t)
         last = h >= remaining
         step = direction * jnp.minimum(h, remaining)
         ks = [k1]
         for i in range(1, num_stages):
             y_i = _axpy(y, step, tableau.a[i - 1], ks)
-            ks.append(fn(t + tableau.c[i] * step, y_i))
+            # t + c step can round past t1 by an ulp on the last step: stay inside [t0, t1].
+            ks.append(fn(jnp.clip(t + tableau.c[i] * step, t_lo, t_hi), y_i))
         # FSAL: the last stage was evaluated at y + step * sum(b k), i.e. at the new point.
         y_new = _axpy(y, step, tableau.b, ks)
         err = _axpy(jax.tree_util.tree_map(jnp.zeros_like, y), step, b_err, ks)
         e = _rms(_scaled(err, y, y_new, rtol, atol))
+        # A NaN error (non-finite field values) rejects the step and ends the solve at once
+        # (success = False), instead of shrinking h until max_steps.
         accept = e <= 1.0
         factor = jnp.where(e == 0.0, 10.0, safety * e**exponent)
         factor = jnp.clip(factor, 0.2, jnp.where(accept, 10.0, 1.0))
@@ -148,10 +161,11 @@ def _solve_own(fn, y0, t0, t1, tableau, rtol, atol, max_steps, safety=0.9):
         y_out = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), y_new, y)
         k_out = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), ks[-1], k1)
         h_new = jnp.abs(step) * factor
-        return t_new, y_out, k_out, h_new, nfe + num_stages - 1, n + 1, n_acc + accept
+        finite = ~jnp.isnan(e)
+        return t_new, y_out, k_out, h_new, nfe + num_stages - 1, n + 1, n_acc + accept, finite
 
-    state = (t0, y0, f0, h, jnp.int32(2), jnp.int32(0), jnp.int32(0))
-    t, y, _, _, nfe, n, n_acc = jax.lax.while_loop(cond, body, state)
+    state = (t0, y0, f0, h, jnp.int32(2), jnp.int32(0), jnp.int32(0), jnp.bool_(True))
+    t, y, _, _, nfe, n, n_acc, _ = jax.lax.while_loop(cond, body, state)
     return y, SolveStats(nfe, n, n_acc, t == t1)
 
 
@@ -160,8 +174,11 @@ def _solve_diffrax(fn, y0, t0, t1, method, rtol, atol, max_steps):
 
     solvers = {"dopri5": diffrax.Dopri5, "bosh3": diffrax.Bosh3, "tsit5": diffrax.Tsit5}
     solver = solvers[method]()
+    t_lo, t_hi = jnp.minimum(t0, t1), jnp.maximum(t0, t1)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: fn(t, y)),
+        # diffrax's stage times and starting-step probe are not guaranteed to stay inside
+        # [t0, t1]; the field (a model defined on [0, 1]) is only ever evaluated inside.
+        diffrax.ODETerm(lambda t, y, args: fn(jnp.clip(t, t_lo, t_hi), y)),
         solver,
         t0=jnp.asarray(t0, jnp.float32),
         t1=jnp.asarray(t1, jnp.float32),
@@ -195,6 +212,11 @@ def solve_adaptive(
     max_steps: int = 4096,
 ) -> tuple[PyTree, SolveStats]:
     """Integrates `dy/dt = fn(t, y)` from t0 to t1 with an adaptive embedded RK method.
+
+    `fn` is only evaluated at times inside [min(t0, t1), max(t0, t1)] (the starting-step
+    heuristic and every stage included), so a field defined only there (a model on [0, 1]) is
+    safe. A step whose error estimate is NaN (non-finite field values) ends the solve with
+    `stats.success = False` and `y1` the last accepted state (own backend).
 
     Args:
       fn: vector field `(t: scalar, y: pytree) -> pytree` like `y`.

@@ -23,12 +23,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffax.continuous.broadcast import event_size, sum_event
 from diffax.continuous.losses import sample_times
 from diffax.continuous.parameterizations import ModelFn, to_x0_eps
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import check_choice, check_positive_int, check_shape, check_time
+from diffax.core.validation import check_ndim, concrete_or_none, is_number
 
 _UNBIASED_TIME_SAMPLERS = ("importance", "uniform", "stratified", "antithetic")
 
@@ -68,12 +70,24 @@ def elbo_terms(
       model_fn: `(x: [B, ...], t: [B]) -> [B, ...]` predicting `prediction`.
       y: `[B, ...]` data.
       prediction: the model's parameterization.
-      t_min: start of the diffusion (the decoder acts there); 1e-5 by default.
+      t_min: start of the diffusion (the decoder acts there); 1e-5 by default. In [0, 1), and
+        > 0 where sigma(0) = 0 (VP, sub-VP, flow paths): there the reconstruction term
+        log(sigma/alpha) is -inf and the diffusion integral +inf.
       num_time_samples: Monte-Carlo samples of t per example for the diffusion term.
       time_sampler: "importance" (logSNR-uniform; lowest variance for this weighting), "uniform",
         "stratified" or "antithetic" (all unbiased for the same integral).
     """
+    check_ndim(y, "y", "[B, ...] (a leading batch axis)", min_ndim=2)
     check_time(t_min, "t_min")
+    if is_number(t_min) and not t_min < 1.0:
+        raise ValueError(f"t_min must lie in [0, 1) (the diffusion covers [t_min, 1]); got {t_min}")
+    sigma_min = concrete_or_none(lambda p, t: p.sigma(t), process, t_min)
+    if sigma_min is not None and np.any(sigma_min == 0):
+        raise ValueError(
+            f"t_min must lie in (0, 1) for {type(process).__name__}, got t_min={t_min}: "
+            "sigma(t_min) = 0 makes the reconstruction term -inf and the diffusion term +inf "
+            "(the default is 1e-5)"
+        )
     num_time_samples = check_positive_int(num_time_samples, "num_time_samples")
     check_choice(time_sampler, _UNBIASED_TIME_SAMPLERS, "time_sampler")
     batch, d = y.shape[0], event_size(y)

@@ -14,12 +14,14 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffax.continuous.adaptive_rk import solve_adaptive
 from diffax.continuous.broadcast import event_size, sum_event
 from diffax.continuous.parameterizations import ModelFn, make_denoiser, pf_ode_velocity
 from diffax.continuous.processes import GaussianProcess
-from diffax.core import check_choice, check_time
+from diffax.core import check_choice, check_time, is_concrete
+from diffax.core.validation import check_finite
 
 PROBES = ("rademacher", "gaussian")
 
@@ -76,6 +78,11 @@ def log_likelihood_and_info(
     check_choice(probe, PROBES, "probe")
     check_time(t_min, "t_min")
     check_time(t_max, "t_max")
+    if is_concrete(t_min) and is_concrete(t_max) and not np.asarray(t_min) < np.asarray(t_max):
+        raise ValueError(
+            f"log_likelihood integrates from t_min up to t_max and needs t_min < t_max; got "
+            f"t_min={t_min}, t_max={t_max}"
+        )
     denoiser = make_denoiser(process, model_fn, prediction)
     batch = x.shape[0]
     x = jnp.asarray(x, jnp.float32)
@@ -92,6 +99,16 @@ def log_likelihood_and_info(
             u, div = jacobian_trace(velocity, y)
         else:
             u, div = hutchinson_trace(velocity, y, z)
+        # Concrete in an eager call at the solve's first evaluations (before the while loop);
+        # without this a NaN model output surfaced as a NaN step size, i.e. as a bad time.
+        if is_concrete(u) and is_concrete(div):
+            bad = int(np.size(u) - np.count_nonzero(np.isfinite(u)))
+            bad += int(np.size(div) - np.count_nonzero(np.isfinite(div)))
+            if bad:
+                raise ValueError(
+                    f"model_fn output is not finite (NaN or inf) at t={float(t)}: the PF-ODE "
+                    f"velocity and divergence computed from it have {bad} non-finite values"
+                )
         return u, div
 
     (x_t, delta), stats = solve_adaptive(
@@ -106,6 +123,14 @@ def log_likelihood_and_info(
         max_steps=max_steps,
     )
     logp = process.prior_log_prob(x_t, t=t_max) + delta
+    # A failed solve (max_steps reached, non-finite model output) has not reached t_max: its
+    # value is no log-density, so it is NaN rather than a plausible-looking number.
+    logp = jnp.where(stats.success, logp, jnp.nan)
+    check_finite(
+        logp,
+        "the log-likelihood",
+        " (the ODE solve failed: a non-finite model_fn output, or max_steps reached)",
+    )
     return logp, {"nfe": stats.nfe, "num_steps": stats.num_steps, "success": stats.success}
 
 
@@ -129,8 +154,13 @@ def log_likelihood(
       prediction: what `model_fn` predicts.
       exact_divergence: exact trace (d JVPs per step; small d) or Hutchinson-Skilling.
       **options: `probe` ("rademacher" | "gaussian"), `t_min` (default 1e-5: the density returned
-        is that of x_{t_min}, Song et al. 2021), `t_max` (1), `rtol`, `atol` (1e-5), `method`
-        ("dopri5"), `backend` ("own" | "diffrax"), `max_steps`.
+        is that of x_{t_min}, Song et al. 2021), `t_max` (1; t_min < t_max), `rtol`, `atol`
+        (1e-5), `method` ("dopri5"), `backend` ("own" | "diffrax"), `max_steps`.
+
+    The model is only evaluated at times in [t_min, t_max]. A model output that is not finite
+    is a `ValueError` when values are concrete (eager call). Where the solve fails (a
+    non-finite model output, or `max_steps` reached) the result is NaN (under `jit`;
+    `log_likelihood_and_info` reports `success = False`) and eagerly a `ValueError`.
 
     Reference: Song et al. 2021, SDEs (eq. 39); Chen et al. 2018, Neural ODEs.
     """

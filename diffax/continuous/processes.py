@@ -28,6 +28,7 @@ import numpy as np
 
 from diffax.continuous.broadcast import TINY, expand_as, sum_event
 from diffax.core import Registry, check_choice, check_time, pytree_dataclass, static_field
+from diffax.core.validation import check_number, check_ordered, is_number
 
 # |logSNR| <= -2 log(TINY): then sigma/alpha = exp(-logSNR/2) lies in [TINY, 1/TINY].
 LOG_SNR_BOUND = -2.0 * math.log(TINY)
@@ -42,10 +43,12 @@ def _time(t) -> jax.Array:
 
 
 def _check_positive(**values: float) -> None:
-    # Runs on construction with Python numbers only; pytree unflattening passes tracers.
+    # Runs on construction with Python/NumPy numbers only; pytree unflattening passes tracers,
+    # arrays or placeholders, which are not checked.
     for name, value in values.items():
-        if isinstance(value, (int, float)) and not value > 0:
+        if is_number(value) and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
+        check_number(value, name, low=0.0, float32=True)
 
 
 class GaussianProcess:
@@ -165,6 +168,9 @@ class VP(GaussianProcess):
     alpha(t) = cos(phi(t)) / cos(phi(0)), phi(t) = (t T + s)/(1 + s) pi/2 (Nichol & Dhariwal 2021,
     Improved DDPM), with `T = cosine_t_max` < 1 so that alpha(1) > 0 (T = 0.9946 as in DPM-Solver;
     alpha(1) ~ 0.0084); the beta fields are unused there.
+
+    Checked on construction (Python/NumPy numbers only): 0 < beta_min <= beta_max < inf,
+    0 < cosine_s < inf, 0 < cosine_t_max < 1.
     """
 
     beta_min: float = 0.1
@@ -176,6 +182,18 @@ class VP(GaussianProcess):
     def __post_init__(self):
         check_choice(self.schedule, ("linear", "cosine"), "schedule")
         _check_positive(beta_min=self.beta_min, beta_max=self.beta_max, cosine_s=self.cosine_s)
+        check_ordered(self.beta_min, "beta_min", self.beta_max, "beta_max", strict=False)
+        # phi(1) = (T + s) / (1 + s) pi / 2 must stay below pi / 2 (alpha(1) > 0; T >= 1 gives
+        # cos(phi(1)) <= 0 and a NaN log alpha), also after rounding to float32.
+        check_number(self.cosine_t_max, "cosine_t_max", low=0.0, high=1.0)
+        if is_number(self.cosine_t_max) and is_number(self.cosine_s):
+            t_max, c_s = np.float32(self.cosine_t_max), np.float32(self.cosine_s)
+            phi1 = (t_max + c_s) / (np.float32(1.0) + c_s) * np.float32(math.pi / 2)
+            if not np.cos(phi1) > 0:
+                raise ValueError(
+                    f"cosine_t_max must be < 1 by more than float32 rounding (alpha(1) = "
+                    f"cos(phi(1)) / cos(phi(0)) must be > 0); got {self.cosine_t_max}"
+                )
 
     def _b(self, t):
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
@@ -187,7 +205,16 @@ class VP(GaussianProcess):
         t = _time(t)
         if self.schedule == "linear":
             return -0.5 * self._b(t)
-        return jnp.log(jnp.cos(self._phi(t))) - jnp.log(jnp.cos(self._phi(0.0)))
+        # log(cos(phi0 + d) / cos(phi0)) = log1p(-2 sin^2(d/2) - tan(phi0) sin(d)), d = phi - phi0:
+        # the plain difference of logs cancels to 0 for t < ~1e-5 in float32 (sigma(t) = 0).
+        d = t * (self.cosine_t_max / (1.0 + self.cosine_s) * (math.pi / 2))
+        small = d < 0.5
+        ds = jnp.where(small, d, 0.0)
+        near = jnp.log1p(-2.0 * jnp.sin(0.5 * ds) ** 2 - jnp.tan(self._phi(0.0)) * jnp.sin(ds))
+        far = jnp.log(jnp.cos(self._phi(jnp.where(small, 1.0, t)))) - jnp.log(
+            jnp.cos(self._phi(0.0))
+        )
+        return jnp.where(small, near, far)
 
     def alpha(self, t):
         return jnp.exp(self.log_alpha(t))
@@ -228,13 +255,17 @@ class VP(GaussianProcess):
 @PROCESSES.register("subvp")
 @pytree_dataclass
 class SubVP(GaussianProcess):
-    """Sub-VP process: VP-linear alpha, sigma = 1 - alpha^2 (Song et al. 2021, SDEs, eq. 11)."""
+    """Sub-VP process: VP-linear alpha, sigma = 1 - alpha^2 (Song et al. 2021, SDEs, eq. 11).
+
+    Checked on construction: 0 < beta_min <= beta_max < inf.
+    """
 
     beta_min: float = 0.1
     beta_max: float = 20.0
 
     def __post_init__(self):
         _check_positive(beta_min=self.beta_min, beta_max=self.beta_max)
+        check_ordered(self.beta_min, "beta_min", self.beta_max, "beta_max", strict=False)
 
     def _b(self, t):
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t
@@ -270,6 +301,7 @@ class VE(GaussianProcess):
     """Variance-exploding process: alpha = 1, sigma = sigma_min (sigma_max/sigma_min)^t.
 
     Song & Ermon 2019, NCSN; Song et al. 2021, SDEs. Note sigma(0) = sigma_min > 0.
+    Checked on construction: 0 < sigma_min < sigma_max < inf.
     """
 
     sigma_min: float = 0.01
@@ -277,6 +309,7 @@ class VE(GaussianProcess):
 
     def __post_init__(self):
         _check_positive(sigma_min=self.sigma_min, sigma_max=self.sigma_max)
+        check_ordered(self.sigma_min, "sigma_min", self.sigma_max, "sigma_max")
 
     def _log_ratio(self):
         return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
@@ -314,6 +347,7 @@ class EDM(GaussianProcess):
     """EDM process: alpha = 1, sigma = sigma_min + t (sigma_max - sigma_min).
 
     Karras et al. 2022, Elucidating the Design Space of Diffusion-Based Generative Models.
+    Checked on construction: 0 < sigma_min < sigma_max < inf.
     """
 
     sigma_min: float = 0.002
@@ -321,6 +355,7 @@ class EDM(GaussianProcess):
 
     def __post_init__(self):
         _check_positive(sigma_min=self.sigma_min, sigma_max=self.sigma_max)
+        check_ordered(self.sigma_min, "sigma_min", self.sigma_max, "sigma_max")
 
     def alpha(self, t):
         return jnp.ones_like(_time(t))

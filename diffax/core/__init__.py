@@ -3,22 +3,38 @@
 from diffax.core.pytree import pytree_dataclass, static_field
 from diffax.core.registry import Registry
 from diffax.core.validation import (
+    UnknownOptionError,
     batch_time,
     check_choice,
+    check_finite,
+    check_ndim,
+    check_number,
+    check_options,
+    check_ordered,
     check_positive_int,
     check_shape,
     check_time,
+    check_time_grid,
+    check_time_range,
     check_tokens,
     is_concrete,
 )
 
 __all__ = [
     "Registry",
+    "UnknownOptionError",
     "batch_time",
     "check_choice",
+    "check_finite",
+    "check_ndim",
+    "check_number",
+    "check_options",
+    "check_ordered",
     "check_positive_int",
     "check_shape",
     "check_time",
+    "check_time_grid",
+    "check_time_range",
     "check_tokens",
     "is_concrete",
     "pytree_dataclass",

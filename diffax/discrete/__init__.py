@@ -5,7 +5,12 @@ row-stochastic transition matrices (p_t = p_0 @ P(t)); `model_fn(tokens [B, L], 
 [B, L, V]`; results in nats unless the name says bits.
 """
 
-from diffax.discrete.categorical import apply_temperature, sample_categorical, top_p_filter
+from diffax.discrete.categorical import (
+    INVALID_TOKEN,
+    apply_temperature,
+    sample_categorical,
+    top_p_filter,
+)
 from diffax.discrete.enumeration import EnumeratedTarget
 from diffax.discrete.likelihood import bits_per_token, elbo
 from diffax.discrete.losses import (
@@ -48,6 +53,7 @@ from diffax.discrete.schedules import (
 )
 
 __all__ = [
+    "INVALID_TOKEN",
     "PREDICTIONS",
     "CosineSchedule",
     "EnumeratedTarget",

@@ -17,7 +17,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from diffax.core import is_concrete
+
 _TWO_POW_M32 = 2.0**-32
+
+#: The id returned for a row of logits without a valid draw (NaN entries, or every class at
+#: -inf). Out of range for every vocabulary, so it cannot pass for a token; the samplers keep it
+#: and report it (see docs/discrete.md, "Non-finite model outputs").
+INVALID_TOKEN = -1
 
 
 def exponential_from_bits(bits: jax.Array) -> jax.Array:
@@ -42,29 +49,36 @@ def sample_categorical(key: jax.Array, logits: jax.Array, axis: int = -1) -> jax
       axis: the class axis.
 
     Returns:
-      int32 ids with the shape of `logits` without `axis`.
+      int32 ids with the shape of `logits` without `axis`. A row that has no valid draw (a NaN
+      entry, or all classes at -inf) gives `INVALID_TOKEN` (-1) rather than class 0, which
+      `argmax` would silently return.
 
     Reference: the Gumbel-max / exponential-race identity (Yellott 1977), with 32-bit exponentials.
     """
     logits = jnp.asarray(logits, jnp.float32)
     e = exponential_32bit(key, logits.shape)
     # argmax(logits - log E) == argmin(E / p): the exponential race.
-    return jnp.argmax(logits - jnp.log(e), axis=axis).astype(jnp.int32)
+    ids = jnp.argmax(logits - jnp.log(e), axis=axis).astype(jnp.int32)
+    invalid = jnp.any(jnp.isnan(logits), axis=axis) | jnp.all(logits == -jnp.inf, axis=axis)
+    return jnp.where(invalid, INVALID_TOKEN, ids)
 
 
 def apply_temperature(logits: jax.Array, temperature: float) -> jax.Array:
     """Divides logits by `temperature` (> 0); `temperature = 1` returns them unchanged.
 
     Args:
-      logits: `[..., V]` float. temperature: a positive Python number.
+      logits: `[..., V]` float. temperature: a positive number (checked when concrete; a traced
+        temperature, e.g. swept under `jit`, is used as is).
 
     Returns:
       `[..., V]` float32.
     """
-    if not temperature > 0:
+    if is_concrete(temperature) and not float(temperature) > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     logits = jnp.asarray(logits, jnp.float32)
-    return logits if temperature == 1.0 else logits / temperature
+    if is_concrete(temperature) and float(temperature) == 1.0:
+        return logits
+    return logits / temperature
 
 
 def top_p_filter(logits: jax.Array, top_p: float) -> jax.Array:
@@ -74,17 +88,17 @@ def top_p_filter(logits: jax.Array, top_p: float) -> jax.Array:
     boundary are kept together. `top_p = 1` returns the logits unchanged.
 
     Args:
-      logits: `[..., V]` float. top_p: a Python number in (0, 1].
+      logits: `[..., V]` float. top_p: a number in (0, 1] (checked when concrete; may be traced).
 
     Returns:
       `[..., V]` float32 logits.
 
     Reference: Holtzman et al. 2020, The Curious Case of Neural Text Degeneration.
     """
-    if not 0.0 < top_p <= 1.0:
+    if is_concrete(top_p) and not 0.0 < float(top_p) <= 1.0:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     logits = jnp.asarray(logits, jnp.float32)
-    if top_p == 1.0:
+    if is_concrete(top_p) and float(top_p) == 1.0:
         return logits
     probs = jax.nn.softmax(logits, axis=-1)
     sorted_probs = jnp.sort(probs, axis=-1)[..., ::-1]

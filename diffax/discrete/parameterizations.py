@@ -19,7 +19,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from diffax.core import batch_time, check_choice, check_shape
+from diffax.core import batch_time, check_choice, check_shape, check_tokens
+from diffax.core.validation import check_ndim
 from diffax.discrete.processes import Process
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -30,6 +31,15 @@ PREDICTIONS = ("denoiser", "concrete_score")
 def check_prediction(prediction: str) -> None:
     """Raises `ValueError` unless `prediction` is "denoiser" or "concrete_score"."""
     check_choice(prediction, PREDICTIONS, "prediction")
+
+
+def check_sequences(x: jax.Array, num_ids: int, argument: str = "x0") -> None:
+    """Checks that `x` is a `[B, L]` batch of int32 token ids in [0, num_ids).
+
+    A 1-D array is refused rather than read as B sequences of length 1 (or L of length 1).
+    """
+    check_ndim(x, argument, "[B, L] (a batch of token sequences)", ndim=2)
+    check_tokens(x, num_ids, argument)
 
 
 def evaluate(model_fn: ModelFn, process: Process, x: jax.Array, t: jax.Array) -> jax.Array:

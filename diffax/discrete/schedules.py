@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from diffax.core import Registry, pytree_dataclass, static_field
+from diffax.core.validation import check_number, check_ordered
 
 schedules: Registry = Registry("schedule")
 
@@ -49,6 +50,28 @@ class Schedule(Protocol):
     def masking_rate(self, t: jax.Array) -> jax.Array: ...
 
     def inverse_alpha(self, a: jax.Array) -> jax.Array: ...
+
+
+_SCHEDULE_METHODS = (
+    "alpha",
+    "one_minus_alpha",
+    "dalpha",
+    "total_noise",
+    "rate",
+    "masking_rate",
+    "inverse_alpha",
+    "alpha_at",
+)
+
+
+def check_schedule(schedule: object, argument: str = "schedule") -> None:
+    """Raises `TypeError` unless `schedule` provides the `Schedule` methods (and `alpha_at`)."""
+    missing = [m for m in _SCHEDULE_METHODS if not callable(getattr(schedule, m, None))]
+    if missing:
+        raise TypeError(
+            f"{argument} must be a schedule object (e.g. LinearSchedule(); registered names: "
+            f"{', '.join(schedules.names())}), got {schedule!r} without {', '.join(missing)}"
+        )
 
 
 class _ScheduleMethods:
@@ -167,8 +190,7 @@ class LogLinearSchedule(_ScheduleMethods):
     eps: float = static_field(default=1e-3)
 
     def __post_init__(self):
-        if not 0.0 <= self.eps < 1.0:
-            raise ValueError(f"eps must lie in [0, 1), got {self.eps}")
+        check_number(self.eps, "eps", low=0.0, high=1.0, low_open=False, float32=True)
 
     def alpha(self, t: jax.Array) -> jax.Array:
         """1 - (1 - eps) t."""
@@ -205,6 +227,7 @@ class GeometricSchedule(_ScheduleMethods):
 
     Args:
       sigma_min: total noise at t = 0 (> 0). sigma_max: total noise at t = 1 (> sigma_min).
+        Both must be finite, normal float32 numbers.
 
     Reference: Lou et al. 2024 (SEDD), the geometric schedule.
     """
@@ -213,11 +236,11 @@ class GeometricSchedule(_ScheduleMethods):
     sigma_max: float = static_field(default=20.0)
 
     def __post_init__(self):
-        if not 0.0 < self.sigma_min < self.sigma_max:
-            raise ValueError(
-                "GeometricSchedule needs 0 < sigma_min < sigma_max, got "
-                f"sigma_min={self.sigma_min}, sigma_max={self.sigma_max}"
-            )
+        # float32: sigma_min must not underflow (sigma_bar would vanish at every t) and
+        # sigma_max must not overflow.
+        check_number(self.sigma_min, "sigma_min", low=0.0, float32=True)
+        check_number(self.sigma_max, "sigma_max", low=0.0, float32=True)
+        check_ordered(self.sigma_min, "sigma_min", self.sigma_max, "sigma_max")
 
     @property
     def _log_ratio(self) -> float:
@@ -254,7 +277,7 @@ class PolynomialSchedule(_ScheduleMethods):
     """alpha(t) = 1 - t^power (power = 1 is the linear schedule).
 
     Args:
-      power: exponent w > 0; w > 1 keeps tokens clean for longer.
+      power: finite exponent w > 0; w > 1 keeps tokens clean for longer.
 
     Reference: Shi et al. 2024 (MD4), the polynomial schedule.
     """
@@ -262,8 +285,7 @@ class PolynomialSchedule(_ScheduleMethods):
     power: float = static_field(default=2.0)
 
     def __post_init__(self):
-        if not self.power > 0:
-            raise ValueError(f"power must be > 0, got {self.power}")
+        check_number(self.power, "power", low=0.0)
 
     def alpha(self, t: jax.Array) -> jax.Array:
         """1 - t^power."""

@@ -51,3 +51,24 @@ def test_solver_errors():
         dc.solve_adaptive(_field, jnp.ones(2), 0.0, 1.0, backend="scipy")
     with pytest.raises(ValueError, match="method='tsit5' is not allowed.*dopri5"):
         dc.solve_adaptive(_field, jnp.ones(2), 0.0, 1.0, method="tsit5")
+
+
+@pytest.mark.parametrize("backend", ["own", "diffrax"])
+def test_field_is_only_evaluated_inside_the_interval(backend):
+    """A fast-changing field makes Hairer's first trial step (0.01 |y| / |f|) longer than the
+    interval; the solver must still never evaluate it outside [t0, t1], in either direction."""
+    seen = []
+
+    def field(t, y):
+        jax.debug.callback(lambda t: seen.append(float(t)), t)
+        return -1e-3 * y  # |y| / |f| = 1000: the first trial step would be 10
+
+    for t0, t1 in ((1.0, 0.2), (0.2, 1.0)):
+        seen.clear()
+        y1, stats = dc.solve_adaptive(
+            field, jnp.ones(3), t0, t1, method="bosh3", backend=backend, rtol=1e-4, atol=1e-4
+        )
+        jax.effects_barrier()
+        assert bool(stats.success)
+        assert min(seen) >= min(t0, t1) and max(seen) <= max(t0, t1), (t0, t1, min(seen), max(seen))
+        np.testing.assert_allclose(y1, np.exp(-1e-3 * (t1 - t0)), rtol=1e-5)

@@ -125,3 +125,50 @@ def test_likelihood_errors():
         dc.log_likelihood(
             jax.random.PRNGKey(0), dc.VP(), lambda x, t: x, jnp.ones((2, 2)), t_min=-1.0
         )
+
+
+def test_likelihood_evaluates_the_model_only_inside_its_interval(ring_mixture):
+    """The starting-step heuristic must not probe the model past t_max (or before t_min)."""
+    seen = []
+    base = ring_mixture.model_fn(dc.VP(), "eps")
+
+    def model(x, t):
+        jax.debug.callback(lambda t: seen.append(np.asarray(t).copy()), t)
+        return base(x, t)
+
+    x = ring_mixture.sample(jax.random.PRNGKey(0), 16)
+    logp = dc.log_likelihood(jax.random.PRNGKey(1), dc.VP(), model, x, exact_divergence=True)
+    jax.effects_barrier()
+    times = np.concatenate([np.ravel(t) for t in seen])
+    assert times.min() >= 1e-5 and times.max() <= 1.0, (times.min(), times.max())
+    np.testing.assert_array_less(np.abs(logp - ring_mixture.log_prob(x)) / 2, 1e-3)
+
+
+def test_likelihood_reports_a_non_finite_model_output():
+    nan_model = lambda x, t: jnp.full_like(x, jnp.nan)
+    with pytest.raises(ValueError, match="model_fn output is not finite"):
+        dc.log_likelihood(jax.random.PRNGKey(0), dc.VP(), nan_model, jnp.ones((2, 2)))
+    # Under jit nothing can be checked on the host: the result is NaN, the solve reports failure
+    # and the model is still only evaluated at times inside [t_min, t_max].
+    seen = []
+
+    def recording_nan_model(x, t):
+        jax.debug.callback(lambda t: seen.append(np.asarray(t).copy()), t)
+        return nan_model(x, t)
+
+    logp, info = jax.jit(
+        lambda x: dc.log_likelihood_and_info(
+            jax.random.PRNGKey(0), dc.VP(), recording_nan_model, x, max_steps=16
+        )
+    )(jnp.ones((2, 2)))
+    jax.effects_barrier()
+    times = np.concatenate([np.ravel(t) for t in seen])
+    assert not bool(info["success"]) and np.all(np.isnan(logp))
+    assert times.min() >= 1e-5 and times.max() <= 1.0, (times.min(), times.max())
+
+
+def test_likelihood_refuses_t_min_above_t_max():
+    with pytest.raises(ValueError, match="t_min=0.5.*t_max=0.1"):
+        dc.log_likelihood(
+            jax.random.PRNGKey(0), dc.VP(), lambda x, t: x, jnp.ones((2, 2)), t_min=0.5, t_max=0.1
+        )

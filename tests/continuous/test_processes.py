@@ -137,3 +137,63 @@ def test_bad_arguments():
         dc.VP(schedule="quadratic")
     with pytest.raises(ValueError, match="sigma_min must be > 0"):
         dc.VE(sigma_min=0.0)
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    "make, argument",
+    [
+        (lambda: dc.VE(sigma_min=50.0, sigma_max=0.01), "sigma_min"),
+        (lambda: dc.VE(sigma_min=1.0, sigma_max=1.0), "sigma_min"),
+        (lambda: dc.VE(sigma_max=INF), "sigma_max"),
+        (lambda: dc.VE(sigma_min=NAN), "sigma_min"),
+        (lambda: dc.VP(cosine_t_max=1.5), "cosine_t_max"),
+        (lambda: dc.VP(schedule="cosine", cosine_t_max=1.0), "cosine_t_max"),
+        (lambda: dc.VP(schedule="cosine", cosine_t_max=0.0), "cosine_t_max"),
+        (lambda: dc.VP(cosine_s=INF), "cosine_s"),
+        (lambda: dc.VP(beta_max=INF), "beta_max"),
+        (lambda: dc.VP(beta_min=NAN), "beta_min"),
+        (lambda: dc.VP(beta_min=30.0, beta_max=20.0), "beta_min"),
+        (lambda: dc.SubVP(beta_min=5.0, beta_max=1.0), "beta_min"),
+        (lambda: dc.SubVP(beta_max=INF), "beta_max"),
+        (lambda: dc.EDM(sigma_min=1.0, sigma_max=0.5), "sigma_min"),
+        (lambda: dc.EDM(sigma_max=NAN), "sigma_max"),
+        (lambda: dc.EDM(sigma_min=-1.0), "sigma_min"),
+    ],
+)
+def test_constructors_refuse_nonsense(make, argument):
+    """Unordered, infinite, NaN or out-of-range parameters raise a ValueError naming the argument
+    and its allowed range (VP(cosine_t_max=1.5) used to give alpha(1) = NaN)."""
+    with pytest.raises(ValueError, match=argument) as err:
+        make()
+    assert "must" in str(err.value)
+
+
+def test_validated_processes_still_pass_through_jit_and_vmap():
+    """Unflattening rebuilds processes from tracers and arrays: those are not checked."""
+    stacked = jax.tree_util.tree_map(
+        lambda *v: jnp.stack([jnp.asarray(x, jnp.float32) for x in v]),
+        dc.VE(0.01, 50.0),
+        dc.VE(0.02, 40.0),
+    )
+    sig = jax.vmap(lambda p: p.sigma(1.0))(stacked)
+    np.testing.assert_allclose(sig, [50.0, 40.0], rtol=1e-5)
+    for process in ALL_PROCESSES.values():
+        out = jax.jit(lambda p, t: p.sigma(t))(process, 0.5)
+        np.testing.assert_allclose(out, process.sigma(0.5), rtol=1e-6)
+    grads = jax.grad(lambda p: p.sigma(0.5))(dc.EDM())
+    assert np.isfinite(grads.sigma_max)
+
+
+def test_vp_cosine_is_accurate_near_t0():
+    """alpha = cos(phi(t)) / cos(phi(0)) lost all digits of 1 - alpha^2 for t < ~1e-5 in float32
+    (sigma(1e-6) was 0), which made the PF-ODE velocity and flow-matching loss infinite there."""
+    vc = dc.VP(schedule="cosine")
+    t = np.array([1e-9, 1e-7, 1e-6, 1e-4, 1e-2], np.float64)
+    phi = lambda u: (u * 0.9946 + 0.008) / 1.008 * np.pi / 2
+    alpha = np.cos(phi(t)) / np.cos(phi(0.0))
+    sigma = np.sqrt(1.0 - alpha**2)
+    np.testing.assert_allclose(vc.sigma(jnp.asarray(t, jnp.float32)), sigma, rtol=1e-4)
+    np.testing.assert_allclose(vc.log_alpha(jnp.asarray(t, jnp.float32)), np.log(alpha), rtol=1e-4)

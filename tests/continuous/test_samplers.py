@@ -247,3 +247,172 @@ def test_bad_arguments(ring_mixture):
             lambda k: dc.sample(k, VP, bad, (4, 2), sampler="pc", num_steps=3),
             jax.random.PRNGKey(0),
         )
+
+
+# -- Regression tests: "nothing lost, nothing silent" ----------------------------------------
+
+
+def _recording(model_fn):
+    """`(wrapped model_fn, list of every t it was called with)`, eager or under jit."""
+    seen = []
+
+    def record(t):
+        seen.append(np.asarray(t).copy())
+
+    def wrapped(x, t):
+        jax.debug.callback(record, t)
+        return model_fn(x, t)
+
+    return wrapped, seen
+
+
+def _range(seen):
+    jax.effects_barrier()
+    values = np.concatenate([np.ravel(t) for t in seen])
+    return float(values.min()), float(values.max())
+
+
+def test_edm_heun_without_churn_is_deterministic_and_equals_ode_heun(ring_mixture):
+    """s_churn = 0 (and churn switched off by s_tmin) adds exactly zero noise: bit-identical
+    samples for any key. On the EDM process (alpha = 1, sigma affine in t) Heun in the noise
+    level s = sigma/alpha is Heun in t, so edm_heun equals ode_heun on the same grid (t_min > 0:
+    neither skips its last corrector; both finish with the same denoising step)."""
+    edm = dc.EDM()
+    model = ring_mixture.model_fn(edm, "eps")
+    x1 = edm.sigma(1.0) * jax.random.normal(jax.random.PRNGKey(0), (256, 2))
+    ts = dc.time_grid(edm, 12, t_min=T_MIN, grid="karras")
+    for options in ({}, {"s_churn": 5.0, "s_tmin": 1e6}):  # churn on, but at no level
+        run = jax.jit(lambda k, o=options: dc.samplers.edm_heun(k, edm, model, x1, ts, **o)[0])
+        a, b = run(jax.random.PRNGKey(1)), run(jax.random.PRNGKey(2))
+        np.testing.assert_array_equal(a, b)
+    heun, _ = jax.jit(lambda x: dc.samplers.ode_heun(None, edm, model, x, ts))(x1)
+    np.testing.assert_allclose(a, heun, rtol=1e-4, atol=1e-4)
+    # With churn the key matters (the noise is real).
+    run = jax.jit(lambda k: dc.samplers.edm_heun(k, edm, model, x1, ts, s_churn=5.0)[0])
+    assert float(jnp.max(jnp.abs(run(jax.random.PRNGKey(1)) - run(jax.random.PRNGKey(2))))) > 1e-2
+
+
+def test_sample_with_a_grid_under_jit(ring_mixture):
+    """A concrete grid closed over inside jit is checked like an eager one; a traced grid is
+    accepted (its values cannot be checked) and gives the same samples."""
+    model = ring_mixture.model_fn(VP, "eps")
+    ts = dc.time_grid(VP, 6, t_min=T_MIN, grid="logsnr")
+    run = functools.partial(dc.sample, process=VP, model_fn=model, shape=(16, 2))
+    options = dict(sampler="dpm_solver_pp_2m", num_steps=6)
+    key = jax.random.PRNGKey(0)
+    eager, _ = run(key, ts=ts, **options)
+    closed, _ = jax.jit(lambda k: run(k, ts=ts, **options))(key)
+    closed_np, _ = jax.jit(lambda k: run(k, ts=np.asarray(ts, np.float64), **options))(key)
+    traced, _ = jax.jit(lambda k, g: run(k, ts=g, **options))(key, ts)
+    for x in (closed, closed_np, traced):
+        np.testing.assert_allclose(x, eager, rtol=1e-5, atol=1e-5)
+    increasing, too_late = ts[::-1], ts.at[0].set(1.5)  # concrete: built outside jit
+    with pytest.raises(ValueError, match="ts must be strictly decreasing"):
+        jax.jit(lambda k: run(k, ts=increasing, **options))(key)
+    with pytest.raises(ValueError, match="ts must lie in"):
+        jax.jit(lambda k: run(k, ts=too_late, **options))(key)
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp"])
+def test_adaptive_ode_never_leaves_the_time_interval(name, ring_mixture, mixture_reference):
+    """The starting-step heuristic used to probe the model at t0 - h0 < 0 (eager: an error,
+    jit: silently at t = -14); now every evaluation lies in [t_min, t_max]."""
+    process = ALL_PROCESSES[name]
+    exact, mean_logp = mixture_reference
+    for backend in ("own", "diffrax"):
+        model, seen = _recording(ring_mixture.model_fn(process, "eps"))
+        options = dict(sampler="adaptive_ode", num_steps=1, backend=backend)
+        x, info = dc.sample(jax.random.PRNGKey(3), process, model, (N_MIX, 2), **options)
+        low, high = _range(seen)
+        assert T_MIN <= low and high <= 1.0, (backend, low, high)
+        assert bool(info["success"])
+        sw = float(dc.sliced_wasserstein(jax.random.PRNGKey(9), x, exact))
+        dlogp = float(ring_mixture.log_prob(x).mean()) - mean_logp
+        assert sw < 0.08 and abs(dlogp) < 0.08, (backend, sw, dlogp)
+    model, seen = _recording(ring_mixture.model_fn(process, "eps"))
+    jax.jit(lambda k: dc.sample(k, process, model, (64, 2), sampler="adaptive_ode", num_steps=1))(
+        jax.random.PRNGKey(4)
+    )
+    low, high = _range(seen)
+    assert T_MIN <= low and high <= 1.0, (low, high)
+
+
+SDE_SAMPLERS = sorted(n for n in dc.SAMPLERS.names() if dc.SAMPLERS.get(n).uses_sde_t_max)
+
+
+def test_sde_samplers_refuse_to_start_where_the_reverse_sde_is_singular(ring_mixture):
+    """RectifiedFlow: alpha(1) = 0, the reverse SDE (and x/alpha) is singular at t = 1, so these
+    samplers refuse t_max > process.sde_t_max instead of returning NaN."""
+    rf = dc.RectifiedFlow()
+    model = ring_mixture.model_fn(rf, "eps")
+    assert SDE_SAMPLERS == ["adaptive_sde", "edm_heun", "euler_maruyama", "pc", "restart"]
+    x1 = jax.random.normal(jax.random.PRNGKey(0), (8, 2))
+    ts = dc.time_grid(rf, 4, t_min=T_MIN, t_max=1.0)
+    for name in SDE_SAMPLERS:
+        with pytest.raises(ValueError, match=r"sde_t_max = 0\.99 .*t_max=1\.0.*\(0, 0\.99\]"):
+            dc.sample(
+                jax.random.PRNGKey(0), rf, model, (8, 2), sampler=name, num_steps=4, t_max=1.0
+            )
+        with pytest.raises(ValueError, match=r"sde_t_max = 0\.99 .*t_max=1\.0.*\(0, 0\.99\]"):
+            dc.SAMPLERS.get(name).fn(jax.random.PRNGKey(0), rf, model, x1, ts)
+    with pytest.raises(ValueError, match=r"t_max=1\.0"):  # under jit the grid is traced
+        jax.jit(lambda k: dc.sample(k, rf, model, (8, 2), sampler="pc", num_steps=4, t_max=1.0))(
+            jax.random.PRNGKey(0)
+        )
+    # EDM churn raises the noise level; it must not push past sde_t_max either.
+    model, seen = _recording(model)
+    x, _ = dc.sample(
+        jax.random.PRNGKey(0), rf, model, (64, 2), sampler="edm_heun", num_steps=8, s_churn=40.0
+    )
+    assert np.all(np.isfinite(x)) and _range(seen)[1] <= np.float32(rf.sde_t_max)
+
+
+def test_samplers_refuse_reversed_and_out_of_range_grids(ring_mixture):
+    """Every sampler, called directly: an increasing grid (t_min > t_max) or times outside
+    [0, 1] are ValueErrors naming both ends, eager and with a concrete grid under jit."""
+    model = ring_mixture.model_fn(VP, "eps")
+    x1 = jax.random.normal(jax.random.PRNGKey(0), (4, 2))
+    key = jax.random.PRNGKey(0)
+    increasing, too_late = jnp.asarray([T_MIN, 0.5, 1.0]), jnp.asarray([1.5, 0.5, T_MIN])
+    for name in dc.SAMPLERS.names():
+        fn = dc.SAMPLERS.get(name).fn
+        with pytest.raises(ValueError, match=r"t_max = ts\[0\] = 0\.001, t_min = ts\[-1\] = 1\.0$"):
+            fn(key, VP, model, x1, increasing)
+        with pytest.raises(ValueError, match="ts must lie in"):
+            jax.jit(lambda k, fn=fn: fn(k, VP, model, x1, too_late))(key)
+        with pytest.raises(ValueError, match="ts must be a 1-D grid"):
+            fn(key, VP, model, x1, jnp.asarray([0.5]))
+    with pytest.raises(ValueError, match="t_min=0.5.*t_max=0.2"):
+        dc.sample(key, VP, model, (4, 2), sampler="ddim", num_steps=4, t_min=0.5, t_max=0.2)
+    with pytest.raises(ValueError, match="t_max must lie in"):
+        dc.sample(key, VP, model, (4, 2), sampler="ddim", num_steps=4, t_max=1.5)
+    with pytest.raises(ValueError, match="ts is given, so t_min would be ignored"):
+        dc.sample(
+            key, VP, model, (4, 2), sampler="ddim", num_steps=2, ts=[1.0, 0.5, 0.1], t_min=0.2
+        )
+    with pytest.raises(ValueError, match="num_steps=4 does not match ts, which has 2 intervals"):
+        dc.sample(key, VP, model, (4, 2), sampler="ddim", num_steps=4, ts=[1.0, 0.5, 0.1])
+
+
+def test_unknown_option_in_a_direct_call(ring_mixture):
+    model = ring_mixture.model_fn(VP, "eps")
+    ts = dc.time_grid(VP, 4, t_min=T_MIN)
+    x1 = jax.random.normal(jax.random.PRNGKey(0), (4, 2))
+    with pytest.raises(ValueError, match="unknown option 'churn' for sampler 'edm_heun'.*s_churn"):
+        dc.samplers.edm_heun(jax.random.PRNGKey(0), VP, model, x1, ts, churn=1.0)
+
+
+def test_non_finite_samples_are_an_error_when_eager(ring_mixture):
+    """A model that returns NaN never yields silent NaN samples from an eager `dc.sample`;
+    under jit (values unknown while tracing) the NaN samples are returned as documented."""
+    good = ring_mixture.model_fn(VP, "eps")
+    nan_model = lambda x, t: good(x, t) * jnp.nan
+    run = functools.partial(
+        dc.sample, process=VP, shape=(8, 2), sampler="dpm_solver_pp_2m", num_steps=4
+    )
+    with pytest.raises(ValueError, match="non-finite values"):
+        run(jax.random.PRNGKey(0), model_fn=nan_model)
+    jitted, _ = jax.jit(lambda k: run(k, model_fn=nan_model))(jax.random.PRNGKey(0))
+    assert bool(jnp.all(jnp.isnan(jitted)))
+    samples, _ = run(jax.random.PRNGKey(0), model_fn=good)
+    assert bool(jnp.all(jnp.isfinite(samples)))

@@ -79,3 +79,13 @@ def test_minus_inf_excludes_a_class():
     ids = dd.sample_categorical(jax.random.key(1), jnp.broadcast_to(logits, (10000, 3)))
     assert not np.any(np.asarray(ids) == 1)
     assert ids.dtype == jnp.int32
+
+
+def test_rows_without_a_valid_class_give_minus_one():
+    """NaN logits (or no class of positive probability) are not a draw of class 0: such rows
+    give the out-of-range id -1, which samplers keep and report."""
+    logits = jnp.array([[0.0, jnp.nan, 0.0], [-jnp.inf, -jnp.inf, -jnp.inf], [0.0, 1.0, 2.0]])
+    ids = dd.sample_categorical(jax.random.key(0), jnp.tile(logits, (1000, 1)))
+    ids = np.asarray(ids).reshape(1000, 3)
+    assert np.all(ids[:, 0] == -1) and np.all(ids[:, 1] == -1)
+    assert np.all((ids[:, 2] >= 0) & (ids[:, 2] < 3))

@@ -184,3 +184,170 @@ def test_every_loss_takes_prediction_by_keyword():
         dd.masked_elbo(
             jax.random.key(0), process, TGT.denoiser(process), x0, prediction="concrete_score"
         )
+
+
+# -- endpoints, argument checks --------------------------------------------------------------
+
+SCHEDULES = {
+    "linear": dd.LinearSchedule(),
+    "cosine": dd.CosineSchedule(),
+    "loglinear": dd.LogLinearSchedule(1e-3),
+    "geometric": dd.GeometricSchedule(1e-3, 5.0),
+    "polynomial2": dd.PolynomialSchedule(2.0),
+    "polynomial05": dd.PolynomialSchedule(0.5),
+}
+T_NEAR = {0.0: 1e-12, 1.0: 1.0 - 1e-6}  # 1e-12: alpha = 1 - t^(1/2) converges slowly
+
+
+def _make_process(kind, schedule):
+    if kind == "masked":
+        return dd.Masked(sup.V, schedule)
+    if kind == "uniform":
+        return dd.Uniform(sup.V, schedule)
+    return dd.General(sup.random_generator(sup.V, seed=1), schedule)
+
+
+def _table_loss(loss, process, t, prediction, x0=X0):
+    """Mean loss and its gradient w.r.t. a table model `logits = table[x_t]` at fixed times."""
+    x0 = jnp.asarray(x0, jnp.int32)
+    table = 0.3 * jnp.sin(jnp.arange(process.num_input_ids * sup.V, dtype=jnp.float32))
+    table = table.reshape(process.num_input_ids, sup.V)
+
+    def mean_loss(table):
+        model = lambda xt, tt: table[xt]
+        t_arr = jnp.full(x0.shape[0], t, jnp.float32)
+        return jnp.mean(loss(jax.random.key(5), process, model, x0, t=t_arr, prediction=prediction))
+
+    value, grad = jax.value_and_grad(mean_loss)(table)
+    return float(value), np.asarray(grad), table
+
+
+def test_masked_elbo_value_and_gradient_at_t0():
+    """At t = 0 no token is masked: the estimate is exactly 0 and so is its gradient (it was NaN:
+    the weight 1/t = inf multiplied a zero cotangent)."""
+    for schedule in (dd.LinearSchedule(), dd.CosineSchedule(), dd.PolynomialSchedule(0.5)):
+        process = dd.Masked(sup.V, schedule)
+        value, grad, _ = _table_loss(dd.masked_elbo, process, 0.0, "denoiser")
+        assert value == 0.0
+        assert np.all(np.isfinite(grad)) and np.all(grad == 0.0)
+        near_value, near_grad, _ = _table_loss(dd.masked_elbo, process, 1e-7, "denoiser")
+        np.testing.assert_allclose(value, near_value, atol=1e-6)
+        np.testing.assert_allclose(grad, near_grad, atol=1e-6)
+
+
+def test_score_entropy_uniform_at_t0_is_the_analytic_limit():
+    """t -> 0: x_t = x_0, the true ratios q_t(y|x_0) / q_t(x_0|x_0) -> 0, so the integrand
+    tends to beta(0) / V sum_{y != x_t} s_y with s = exp(model output); beta(0) = 1 (linear)."""
+    process = dd.Uniform(sup.V)
+    value, grad, table = _table_loss(dd.score_entropy, process, 0.0, "concrete_score")
+    s = np.exp(np.asarray(table, np.float64))
+    x = np.asarray(X0)
+    off = 1.0 - np.eye(sup.V)
+    per_seq = (s[x] * off[x]).sum(axis=(1, 2)) / sup.V
+    np.testing.assert_allclose(value, per_seq.mean(), rtol=1e-5)
+    # d/d table[i, y] = (1 / B) (number of tokens equal to i) s[i, y] / V for y != i.
+    counts = np.bincount(x.ravel(), minlength=sup.V)
+    expected_grad = counts[:, None] * s * off / (sup.V * len(x))
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
+    near_value, near_grad, _ = _table_loss(dd.score_entropy, process, 1e-7, "concrete_score")
+    np.testing.assert_allclose(value, near_value, rtol=1e-4)
+    np.testing.assert_allclose(grad, near_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_ctmc_elbo_general_at_t1_is_the_limit():
+    """alpha(1) = 0: model and true reverse rates both equal pi_y / pi_x (any denoiser), and the
+    integrand beta (R_theta - R_c)^2 / R_c ~ a^(2 gap - 1) -> 0 for spectral gap > 1/2."""
+    process = dd.General(sup.random_generator(sup.V, seed=1))
+    value, grad, _ = _table_loss(dd.ctmc_elbo, process, 1.0, "denoiser")
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, 0.0, atol=1e-6)
+    np.testing.assert_allclose(grad, 0.0, atol=1e-6)
+    near_value, near_grad, _ = _table_loss(dd.ctmc_elbo, process, 1.0 - 1e-5, "denoiser")
+    np.testing.assert_allclose(value, near_value, atol=1e-6)
+    np.testing.assert_allclose(grad, near_grad, atol=1e-6)
+
+
+def _refused_at_end(kind, schedule, loss, prediction, t):
+    """The endpoint cases whose limit is infinite (for a generic model), refused with t named."""
+    sched = SCHEDULES[schedule]
+    alpha_end = sched.alpha_at(t)
+    rate_end = float(sched.rate(jnp.float32(t)))
+    if kind == "masked":
+        return False  # nothing masked at alpha = 1; masking rates are finite at t = 1
+    if loss == "flow_matching_ce":
+        # The concrete score carries no information about x_0 where alpha(t) = 0.
+        return prediction == "concrete_score" and alpha_end == 0.0
+    if prediction == "denoiser":
+        # R_theta(y) ~ p_theta(y | x_t) alpha / (1 - alpha) -> inf as t -> 0 for alpha(0) = 1.
+        return t == 0.0 and alpha_end == 1.0
+    # Concrete score: the rate scale beta(t) is infinite and the rates differ.
+    return not np.isfinite(rate_end)
+
+
+ENDPOINT_CASES = [
+    (kind, schedule, loss, prediction, t)
+    for kind in ("masked", "uniform", "general")
+    for schedule in SCHEDULES
+    for loss in ("masked_elbo", "ctmc_elbo", "score_entropy", "flow_matching_ce")
+    for prediction in ("denoiser", "concrete_score")
+    for t in (0.0, 1.0)
+    if (loss != "masked_elbo" or (kind == "masked" and prediction == "denoiser"))
+    # An arbitrary (inconsistent) concrete score implies a denoiser with clipped, possibly zero
+    # mass as alpha -> 0, so its cross-entropy can be inf at any small alpha(t) > 0: a property
+    # of the model, not of the endpoint; t = 1 with alpha(1) = 0 is still covered (refused).
+    and not (
+        loss == "flow_matching_ce"
+        and prediction == "concrete_score"
+        and kind != "masked"
+        and t == 1.0
+        and SCHEDULES[schedule].alpha_at(1.0) > 0.0
+    )
+    # The masked concrete score needs alpha(1) > 0 for the rate losses (refused for any t).
+    and not (
+        kind == "masked"
+        and prediction == "concrete_score"
+        and loss in ("ctmc_elbo", "score_entropy")
+        and SCHEDULES[schedule].alpha_at(1.0) == 0.0
+    )
+]
+
+
+@pytest.mark.parametrize("kind, schedule, loss, prediction, t", ENDPOINT_CASES)
+def test_losses_at_exact_endpoints(kind, schedule, loss, prediction, t):
+    """Every loss at t = 0 and t = 1: the finite limit (value and gradient match a nearby t), or
+    a ValueError naming t where the limit is infinite."""
+    process = _make_process(kind, SCHEDULES[schedule])
+    fn = dd.loss_fn(loss)
+    if _refused_at_end(kind, schedule, loss, prediction, t):
+        with pytest.raises(ValueError, match=r"\bt must lie in"):
+            _table_loss(fn, process, t, prediction)
+        return
+    value, grad, _ = _table_loss(fn, process, t, prediction)
+    assert np.isfinite(value) and np.all(np.isfinite(grad)), (value, grad)
+    near_value, near_grad, _ = _table_loss(fn, process, T_NEAR[t], prediction)
+    scale = max(1.0, abs(near_value))
+    np.testing.assert_allclose(value, near_value, rtol=2e-3, atol=2e-3 * scale)
+    np.testing.assert_allclose(grad, near_grad, rtol=2e-3, atol=2e-3 * scale)
+
+
+def test_losses_refuse_non_token_matrices():
+    """x0 must be `[B, L]`: a 1-D array used to be read as L sequences of length 1."""
+    process = dd.Masked(sup.V)
+    model = TGT.denoiser(process)
+    for name in dd.losses.names():
+        for bad in (jnp.asarray(X0[0], jnp.int32), jnp.asarray(X0, jnp.int32)[..., None]):
+            with pytest.raises(ValueError, match=r"x0 has shape .*expected \[B, L\]"):
+                dd.loss_fn(name)(jax.random.key(0), process, model, bad, prediction="denoiser")
+    with pytest.raises(ValueError, match=r"x0 has shape \(3,\).*expected \[B, L\]"):
+        dd.elbo(jax.random.key(0), process, model, jnp.asarray(X0[0], jnp.int32))
+
+
+def test_antithetic_times_take_checked_bounds():
+    t = np.sort(np.asarray(dd.antithetic_times(jax.random.key(0), 8, t_min=0.2, t_max=0.6)))
+    assert t.min() > 0.2 and t.max() <= 0.6
+    np.testing.assert_allclose(np.diff(t), 0.4 / 8, atol=1e-6)
+    for t_min, t_max in ((0.6, 0.2), (0.5, 0.5), (-0.1, 0.5), (0.0, 1.5), (float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="t_min|t_max"):
+            dd.antithetic_times(jax.random.key(0), 8, t_min=t_min, t_max=t_max)
+    with pytest.raises((TypeError, ValueError), match="batch"):
+        dd.antithetic_times(jax.random.key(0), 0)

@@ -155,3 +155,36 @@ def test_processes_are_static_pytrees():
     assert dd.Masked(3).num_input_ids == 4 and dd.Uniform(3).num_input_ids == 3
     assert general.num_input_ids == 3 and general.vocab_size == 3
     assert dd.processes.names() == ["general", "masked", "uniform"]
+
+
+def test_processes_refuse_non_schedules():
+    for cls in (dd.Masked, dd.Uniform):
+        with pytest.raises(TypeError, match="schedule"):
+            cls(3, "linear")
+    with pytest.raises(TypeError, match="schedule"):
+        dd.General(sup.random_generator(3, 1), schedule=0.5)
+    with pytest.raises((TypeError, ValueError), match="vocab_size"):
+        dd.Masked(0)
+
+
+def test_general_spectral_gap_and_ergodicity():
+    """The gap is the slowest decay rate; a chain with two absorbing states is not ergodic."""
+    q = sup.random_generator(3, 1)
+    general = dd.General(q)
+    lam = np.sort(np.linalg.eigvals(q).real)
+    assert general.spectral_gap == pytest.approx(-lam[1], rel=1e-6)
+    assert general.ergodic
+    two_sinks = np.array([[-1.0, 0.5, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert not dd.General(two_sinks).ergodic
+    # Q = c [[-1, 1], [1, -1]] has eigenvalues 0 and -2c.
+    slow = dd.General(0.2 * np.array([[-1.0, 1.0], [1.0, -1.0]]))
+    assert slow.spectral_gap == pytest.approx(0.4) and slow.ergodic
+    # At alpha(1) = 0 the reverse-rate ELBO integrand vanishes only when every row of P(0 -> t)
+    # converges to one law faster than beta(t) grows (gap > 1/2); otherwise t = 1 is refused.
+    for process in (dd.General(two_sinks), slow):
+        s = process.num_states
+        model = lambda xt, t, s=s: jnp.zeros(xt.shape + (s,))
+        x0 = jnp.zeros((2, 3), jnp.int32)
+        with pytest.raises(ValueError, match="t must lie in"):
+            dd.ctmc_elbo(jax.random.key(0), process, model, x0, t=jnp.ones(2))
+        assert np.all(np.isfinite(dd.ctmc_elbo(jax.random.key(0), process, model, x0, t=0.5)))

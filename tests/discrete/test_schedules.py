@@ -66,3 +66,25 @@ def test_schedules_are_static_under_jit():
     fn = jax.jit(lambda p, t: p.alpha(t))
     np.testing.assert_allclose(fn(process, 0.5), process.alpha(0.5))
     assert hash(dd.PolynomialSchedule(2.0)) == hash(dd.PolynomialSchedule(2.0))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: dd.GeometricSchedule(sigma_max=float("inf")), "sigma_max"),
+        (lambda: dd.GeometricSchedule(sigma_min=float("nan")), "sigma_min"),
+        (lambda: dd.GeometricSchedule(sigma_min=1e-50, sigma_max=1.0), "sigma_min"),
+        (lambda: dd.GeometricSchedule(sigma_min=-1.0), "sigma_min"),
+        (lambda: dd.PolynomialSchedule(power=float("inf")), "power"),
+        (lambda: dd.PolynomialSchedule(power=float("nan")), "power"),
+        (lambda: dd.PolynomialSchedule(power=-2.0), "power"),
+        (lambda: dd.LogLinearSchedule(eps=float("nan")), "eps"),
+        (lambda: dd.LogLinearSchedule(eps=-0.1), "eps"),
+    ],
+)
+def test_constructors_refuse_nonsense(make, match):
+    """Infinite, NaN, non-positive or unordered parameters: a ValueError naming the argument and
+    its allowed range, instead of NaN alphas later."""
+    with pytest.raises(ValueError, match=match) as err:
+        make()
+    assert "must" in str(err.value)

@@ -1,17 +1,14 @@
 """A live training run is safe from eval/sample on its workdir and from a second training."""
 
-import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from configs import base
 from diffax import training
-from diffax.training.workdir import LOCK_NAME, flatten
-from tests.training.helpers import tiny_config
+from diffax.training.workdir import LOCK_NAME
+from tests.training.helpers import cli_command, start_training, tiny_config, train_losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,18 +26,6 @@ def _config():
     )
 
 
-def _command(config, workdir):
-    default, wanted = flatten(base.get_config().to_dict()), flatten(config.to_dict())
-    flags = [f"--config.{k}={v}" for k, v in wanted.items() if default[k] != v]
-    return [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *flags]
-
-
-def _losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
-
-
 def _has_checkpoint(workdir):
     ckpt = os.path.join(workdir, "checkpoints")
     return os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt))
@@ -51,14 +36,7 @@ def test_eval_and_sample_during_training_do_not_disturb_it(tmp_path):
     workdir, undisturbed = str(tmp_path / "live"), str(tmp_path / "undisturbed")
     config = _config()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    proc = subprocess.Popen(
-        _command(config, workdir),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_training(config, workdir)
     try:
         deadline = time.time() + 300
         while not _has_checkpoint(workdir):
@@ -67,7 +45,7 @@ def test_eval_and_sample_during_training_do_not_disturb_it(tmp_path):
             time.sleep(0.05)
         # A second training on the live workdir is refused, naming the holder.
         second = subprocess.run(
-            _command(config, workdir), cwd=ROOT, env=env, capture_output=True, text=True
+            cli_command(config, workdir), cwd=ROOT, env=env, capture_output=True, text=True
         )
         if proc.poll() is None:
             assert second.returncode == 1, second.stderr[-3000:]
@@ -87,7 +65,7 @@ def test_eval_and_sample_during_training_do_not_disturb_it(tmp_path):
     assert readers >= 1, "the readers never overlapped the training run"
     assert not os.path.exists(os.path.join(workdir, LOCK_NAME))  # released on exit
     training.train(config, undisturbed)
-    live, reference = _losses(workdir), _losses(undisturbed)
+    live, reference = train_losses(workdir), train_losses(undisturbed)
     assert sorted(live) == list(range(1, 25))
     for step in range(1, 25):
         assert live[step] == pytest.approx(reference[step], rel=1e-5), step

@@ -1,18 +1,14 @@
 """Preemption and crashes: SIGTERM checkpoints and stops; SIGKILL never corrupts "latest"."""
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from configs import base
 from diffax import training
-from diffax.training.workdir import flatten
-from tests.training.helpers import tiny_config
+from tests.training.helpers import cli_command, start_training, tiny_config, train_losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_STEPS = 12
@@ -29,43 +25,12 @@ def _config(**overrides):
     )
 
 
-def _args(config, workdir):
-    default, wanted = flatten(base.get_config().to_dict()), flatten(config.to_dict())
-    flags = [f"--config.{k}={v}" for k, v in wanted.items() if default[k] != v]
-    return [
-        sys.executable,
-        "-m",
-        "experiments.main",
-        "--config=configs/quickstart.py",
-        f"--workdir={workdir}",
-        *flags,
-    ]
-
-
-def _losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
-
-
-def _start(config, workdir, devices=8):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    return subprocess.Popen(
-        _args(config, workdir),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def _wait_for_step(workdir, step, proc, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if (
             os.path.exists(os.path.join(workdir, "metrics.jsonl"))
-            and max(_losses(workdir), default=0) >= step
+            and max(train_losses(workdir), default=0) >= step
         ):
             return
         if proc.poll() is not None:
@@ -78,13 +43,13 @@ def _wait_for_step(workdir, step, proc, timeout=300):
 def reference(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("reference"))
     training.train(_config(), workdir)
-    return _losses(workdir)
+    return train_losses(workdir)
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches(tmp_path, reference):
     workdir = str(tmp_path / "run")
-    proc = _start(_config(), workdir)
+    proc = start_training(_config(), workdir)
     _wait_for_step(workdir, 5, proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
@@ -94,7 +59,7 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path, reference):
     assert str(stopped) in os.listdir(os.path.join(workdir, "checkpoints"))
     # Restart with 4 devices instead of 8: the checkpoint restores onto the smaller mesh.
     resumed = subprocess.run(
-        _args(_config(), workdir),
+        cli_command(_config(), workdir),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -104,7 +69,7 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path, reference):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed from checkpoint at step {stopped}" in resumed.stdout
     assert "devices=4" in resumed.stdout
-    losses = _losses(workdir)
+    losses = train_losses(workdir)
     assert sorted(losses) == list(range(1, NUM_STEPS + 1))
     for step in range(1, NUM_STEPS + 1):
         assert losses[step] == pytest.approx(reference[step], rel=1e-5), step
@@ -114,7 +79,7 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path, reference):
 def test_sigkill_during_checkpointing_resumes_from_last_complete(tmp_path, reference):
     workdir = str(tmp_path / "run")
     config = _config(**{"checkpoint.every_steps": 1})  # a write in flight at almost any moment
-    proc = _start(config, workdir)
+    proc = start_training(config, workdir)
     _wait_for_step(workdir, 6, proc)
     proc.kill()
     proc.wait()
@@ -124,11 +89,11 @@ def test_sigkill_during_checkpointing_resumes_from_last_complete(tmp_path, refer
     # Also leave a half-written step behind exactly as an interrupted orbax save does.
     os.makedirs(os.path.join(ckpt_dir, f"{NUM_STEPS + 5}.orbax-checkpoint-tmp-1234", "state"))
     resumed = subprocess.run(
-        _args(config, workdir), cwd=ROOT, capture_output=True, text=True, timeout=300
+        cli_command(config, workdir), cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed from checkpoint at step {complete[-1]}" in resumed.stdout
-    losses = _losses(workdir)
+    losses = train_losses(workdir)
     for step in range(complete[-1] + 1, NUM_STEPS + 1):
         assert losses[step] == pytest.approx(reference[step], rel=1e-5), step
 

@@ -105,6 +105,25 @@ def test_nan_guard_skips_update(setup):
         np.testing.assert_array_equal(a, b)
 
 
+def test_guard_skips_finite_gradients_whose_norm_overflows(setup):
+    # Every gradient entry is finite (about 1e30), but the sum of their squares overflows
+    # float32: clipping by that norm would turn the update into NaN or zero.
+    task, tx, batches = setup
+
+    def loss_fn(params, key, batch):
+        loss, m = task.loss(params, key, batch)
+        scale = sum(jnp.sum(x) for x in jax.tree.leaves(params)) * 1e30
+        return loss + scale - jax.lax.stop_gradient(scale), m
+
+    mesh = mesh_lib.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    state, losses = _run_steps(task, tx, mesh, batches[:2], loss_fn=loss_fn)
+    assert all(np.isfinite(losses))
+    assert int(state["skipped"]) == 2 and int(state["step"]) == 2
+    init = jax.device_get(jax.jit(task.init_params)())
+    for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(state["params"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "shape,match",
     [

@@ -28,6 +28,16 @@ def t_of_noise_level(process: GaussianProcess, s) -> jax.Array:
     return process.t_from_log_snr(-2.0 * jnp.log(jnp.maximum(s, TINY)))
 
 
+def churn_scale(s_hi: jax.Array, s_lo: jax.Array) -> jax.Array:
+    """sqrt(s_hi^2 - s_lo^2) for s_hi >= s_lo, exactly 0 when s_hi == s_lo.
+
+    Written as a product: XLA contracts `s_hi**2 - s_lo**2` into a fused multiply-add whose
+    rounding residual (~1 ulp of s^2) is not 0 at s_hi == s_lo; its square root, ~2.4e-4 s, used
+    to add fresh noise at every step of the "deterministic" s_churn = 0 sampler.
+    """
+    return jnp.sqrt(jnp.maximum((s_hi - s_lo) * (s_hi + s_lo), 0.0))
+
+
 def heun_step(
     process: GaussianProcess, denoiser: Denoiser, y: jax.Array, t, s_t, t_next, s_next
 ) -> tuple[jax.Array, jax.Array]:
@@ -77,8 +87,11 @@ def edm_heun(
     noise level 0 (the last step is then Euler).
 
     At each step with noise level s_i in [s_tmin, s_tmax], noise is first added to raise the level
-    to s_hat = s_i (1 + gamma), gamma = min(s_churn / N, sqrt(2) - 1); then a Heun step goes to
-    s_{i+1}. `s_churn = 0` is the deterministic EDM sampler.
+    to s_hat = s_i (1 + gamma), gamma = min(s_churn / N, sqrt(2) - 1), capped at the level of
+    `process.sde_t_max`; then a Heun step goes to s_{i+1}. `s_churn = 0` (or no level in
+    [s_tmin, s_tmax]) adds exactly zero noise: the deterministic EDM sampler, independent of
+    `key`, equal to `ode_heun` on the same grid when s = sigma/alpha is affine in t (EDM, VE
+    with alpha = 1 and linear sigma).
 
     Args:
       key: PRNG key (used when s_churn > 0).
@@ -91,19 +104,23 @@ def edm_heun(
     denoiser = make_denoiser(process, model_fn, prediction)
     num_steps = ts.shape[0] - 1
     levels = noise_level(process, ts)
-    s_top = noise_level(process, 1.0)
-    gamma_max = min(s_churn / num_steps, math.sqrt(2.0) - 1.0)
+    # Churn may raise the level up to the end of the domain where x/alpha is finite.
+    s_top = noise_level(process, process.sde_t_max)
+    # jnp, not Python min: s_churn may be traced (e.g. a sweep under jit).
+    gamma_max = jnp.minimum(s_churn / num_steps, math.sqrt(2.0) - 1.0)
 
     def body(carry, i):
         y, nfe = carry
         t, s_i = ts[i], levels[i]
         gamma = jnp.where((s_i >= s_tmin) & (s_i <= s_tmax), gamma_max, 0.0)
-        # The raised level must stay inside the process's time domain [t, 1].
+        # The raised level must stay inside [t, sde_t_max], where x/alpha is finite.
         s_raised = jnp.minimum(s_i * (1.0 + gamma), jnp.maximum(s_top, s_i))
-        t_hat = jnp.where(s_raised > s_i, t_of_noise_level(process, s_raised), t)
+        # The inverse logSNR can round an ulp past sde_t_max: clip.
+        t_raised = jnp.minimum(t_of_noise_level(process, s_raised), process.sde_t_max)
+        t_hat = jnp.where(s_raised > s_i, jnp.maximum(t_raised, t), t)
         s_hat = jnp.where(s_raised > s_i, noise_level(process, t_hat), s_i)
         noise = jax.random.normal(jax.random.fold_in(key, i), y.shape, y.dtype)
-        y = y + jnp.sqrt(jnp.maximum(s_hat**2 - s_i**2, 0.0)) * s_noise * noise
+        y = y + churn_scale(s_hat, s_i) * s_noise * noise
         y, evals = heun_step(process, denoiser, y, t_hat, s_hat, ts[i + 1], levels[i + 1])
         return (y, nfe + evals), None
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffax.continuous.broadcast import TINY
 from diffax.continuous.parameterizations import ModelFn, make_denoiser
 from diffax.continuous.processes import GaussianProcess
 from diffax.continuous.samplers.base import finish, register_sampler
-from diffax.continuous.samplers.edm import heun_step, noise_level, t_of_noise_level
+from diffax.continuous.samplers.edm import churn_scale, heun_step, noise_level, t_of_noise_level
+from diffax.core import is_concrete
 
 
 @register_sampler(
@@ -56,11 +58,18 @@ def restart(
         default max(1, N // 4).
       rho: Karras exponent of the restart passes.
     """
+    s_lo_req, s_hi_req = restart_interval
+    # NumPy, not jnp: inside jit, jnp comparisons of concrete values are traced.
+    lo_hi = np.asarray(restart_interval) if all(map(is_concrete, restart_interval)) else None
+    if lo_hi is not None and not 0.0 < lo_hi[0] < lo_hi[1]:
+        raise ValueError(
+            f"restart_interval = (s_lo, s_hi) needs 0 < s_lo < s_hi; got s_lo={s_lo_req}, "
+            f"s_hi={s_hi_req}"
+        )
     denoiser = make_denoiser(process, model_fn, prediction)
     num_steps = ts.shape[0] - 1
     n_r = restart_steps if restart_steps is not None else max(1, num_steps // 4)
     levels = noise_level(process, ts)
-    s_lo_req, s_hi_req = restart_interval
     t_hi = jnp.minimum(t_of_noise_level(process, s_hi_req), ts[0])
     s_hi = noise_level(process, t_hi)
 
@@ -82,7 +91,7 @@ def restart(
         def one(k, carry):
             y, nfe = carry
             noise = jax.random.normal(jax.random.fold_in(step_key, k), y.shape, y.dtype)
-            y = y + jnp.sqrt(jnp.maximum(s_hi**2 - s_lo**2, 0.0)) * noise
+            y = y + churn_scale(s_hi, s_lo) * noise
             y, ev = backward(y, t_hi, t_lo, s_hi, s_lo)
             return y, nfe + ev
 

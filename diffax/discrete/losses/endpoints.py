@@ -11,6 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from diffax.core.validation import check_ndim
 from diffax.discrete.parameterizations import ModelFn, as_denoiser, evaluate
 from diffax.discrete.processes import Masked, Process, Uniform
 from diffax.discrete.processes.base import safe_log
@@ -22,6 +23,7 @@ def prior_kl(process: Process, x0: jax.Array) -> jax.Array:
     Closed form for `Masked` (alpha(1) log V per token) and `Uniform`; from the transition
     matrix otherwise.
     """
+    check_ndim(x0, "x0", "[B, L] (a batch of token sequences)", ndim=2)
     batch, length = x0.shape[0], math.prod(x0.shape[1:])
     a1 = process.schedule.alpha_at(1.0)
     if isinstance(process, Masked):
@@ -48,6 +50,7 @@ def reconstruction(
     The decoder is the model's denoiser at t = 0; for `Masked`, unmasked tokens are decoded
     exactly (they hold x_0). `x0`: `[B, L]` -> `[B]` float32.
     """
+    check_ndim(x0, "x0", "[B, L] (a batch of token sequences)", ndim=2)
     batch = x0.shape[0]
     if process.schedule.alpha_at(0.0) == 1.0:
         return jnp.zeros((batch,), jnp.float32)

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from diffax.core import batch_time, check_tokens
+from diffax.core import batch_time
+from diffax.core.validation import concrete_or_none
 from diffax.discrete.losses.times import antithetic_times
-from diffax.discrete.parameterizations import ModelFn, as_denoiser, evaluate
-from diffax.discrete.processes import Process
+from diffax.discrete.parameterizations import (
+    ModelFn,
+    as_denoiser,
+    check_prediction,
+    check_sequences,
+    evaluate,
+)
+from diffax.discrete.processes import Masked, Process
+
+
+def _check_score_times(process: Process, t, prediction: str) -> None:
+    """A concrete score says nothing about x_0 where alpha(t) = 0: refuse such concrete t."""
+    if prediction != "concrete_score" or isinstance(process, Masked) or t is None:
+        return
+    alpha = concrete_or_none(process.schedule.alpha, t)
+    if alpha is not None and np.any(alpha == 0):
+        raise ValueError(
+            "t must lie in [0, 1) for flow_matching_ce with prediction='concrete_score' on "
+            f"{type(process).__name__} with {type(process.schedule).__name__}: alpha(t) = 0 at "
+            "the given t, where the concrete score carries no information about x_0 (the "
+            "denoiser it implies is undefined)"
+        )
 
 
 def flow_matching_ce(
@@ -29,7 +51,8 @@ def flow_matching_ce(
     Args:
       key: PRNG key. process: any process. model_fn: denoiser `(x_t, t) -> logits [B, L, V]`.
       x0: `[B, L]` int32 clean tokens. t: optional `[B]` times (default antithetic).
-      prediction: "denoiser", or "concrete_score" (converted to a denoiser; needs alpha(t) > 0).
+      prediction: "denoiser", or "concrete_score" (converted to a denoiser; needs alpha(t) > 0
+        for `Uniform`/`General`: concrete t with alpha(t) = 0 are refused).
 
     Returns:
       `[B]` float32 cross-entropy per sequence in nats.
@@ -37,7 +60,9 @@ def flow_matching_ce(
     Reference: Gat et al. 2024, Discrete Flow Matching; Campbell et al. 2024, Generative Flows
     on Discrete State-Spaces.
     """
-    check_tokens(x0, process.vocab_size, "x0")
+    check_prediction(prediction)
+    check_sequences(x0, process.vocab_size, "x0")
+    _check_score_times(process, t, prediction)
     key_t, key_x = jax.random.split(key)
     t = antithetic_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
     xt = process.sample_marginal(key_x, x0, t)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffax.core import batch_time, check_choice, check_shape, check_tokens
+from diffax.core import batch_time, check_choice, check_shape
 from diffax.discrete.losses.endpoints import prior_kl, reconstruction
 from diffax.discrete.losses.times import antithetic_times
-from diffax.discrete.parameterizations import ModelFn
+from diffax.discrete.parameterizations import ModelFn, check_sequences
 from diffax.discrete.processes import Masked
 
 
@@ -33,7 +33,11 @@ def masked_elbo_terms(
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(logp, x0[..., None], axis=-1)[..., 0]
     weight = process.schedule.masking_rate(t).reshape((-1,) + (1,) * (x0.ndim - 1))
-    return jnp.where(xt == process.mask_id, weight * nll, 0.0)
+    masked = xt == process.mask_id
+    # The weight is infinite at t = 0 (alpha = 1), where no token is masked; zeroing it on
+    # unmasked positions keeps inf * 0 out of the gradient of the unused branch.
+    weight = jnp.where(masked, weight, 0.0)
+    return jnp.where(masked, weight * nll, 0.0)
 
 
 def masked_elbo(
@@ -72,7 +76,7 @@ def masked_elbo(
             "score_entropy for other processes"
         )
     check_choice(prediction, ("denoiser",), "prediction")
-    check_tokens(x0, process.vocab_size, "x0")
+    check_sequences(x0, process.vocab_size, "x0")
     key_t, key_x, key_0 = jax.random.split(key, 3)
     t = antithetic_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
     xt = process.sample_marginal(key_x, x0, t)

@@ -12,18 +12,43 @@ moves, which is also Lou et al. 2024's denoising score entropy (SEDD) with the c
 K(a) = a (log a - 1) kept, so the value is a bound in nats. Rates are handled as
 scale(t) * exp(log_rel): the scale factors out of the log-ratio, so the integrand stays finite
 where beta(t) is not (t = 1 for the linear schedule).
+
+Exact endpoints (t = 0, t = 1), for `Uniform` and `General` (nothing changes for `Masked`: no
+token is masked where alpha = 1, and its rate scale is finite where alpha = 0):
+
+* alpha(t) = 0 with a denoiser: both rate vectors equal pi_y / pi_x (the model's denoiser no
+  longer matters) and the integrand beta (R_theta - R_c)^2 / R_c ~ -alpha' alpha^(2 gap - 1)
+  tends to 0 when every row of P(0 -> t) converges to one law (`Uniform`; `General.ergodic`)
+  at rate gap > 1/2. That limit, 0, is returned (value and gradient). Otherwise t is refused.
+* alpha(t) = 1 (t = 0, every schedule but geometric) with a denoiser: R_theta(y) ~
+  p_theta(y | x_t) alpha / (1 - alpha) is infinite unless the denoiser is exactly one-hot;
+  refused.
+* beta(t) = inf with a concrete score (t = 1 when alpha(1) = 0; t = 0 for `PolynomialSchedule`
+  with power < 1): the model's rates are scaled by beta(t) = inf; refused.
+
+Refusals are `ValueError`s raised when `t` is concrete; under `jit` with traced times these points
+give inf/NaN (the default antithetic times never hit t = 0; pass `antithetic_times(...,
+t_max=...)` to keep clear of t = 1).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from diffax.core import batch_time, check_tokens
+from diffax.core import batch_time
+from diffax.core.validation import concrete_or_none
 from diffax.discrete.losses.endpoints import prior_kl, reconstruction
 from diffax.discrete.losses.times import antithetic_times
-from diffax.discrete.parameterizations import ModelFn, check_prediction, evaluate, reverse_rates
-from diffax.discrete.processes import Masked, Process
+from diffax.discrete.parameterizations import (
+    ModelFn,
+    check_prediction,
+    check_sequences,
+    evaluate,
+    reverse_rates,
+)
+from diffax.discrete.processes import General, Masked, Process, Uniform
 from diffax.discrete.processes.base import log_one_hot
 
 
@@ -38,6 +63,61 @@ def check_score_supported(process: Process, prediction: str) -> None:
             "prediction='concrete_score' with a Masked process needs alpha(1) > 0 (the masked "
             "concrete score vanishes where alpha(t) = 0); use e.g. LogLinearSchedule(eps) or "
             "prediction='denoiser'"
+        )
+
+
+def rates_converge_at_alpha0(process: Process, prediction: str) -> bool:
+    """Whether the integrand tends to 0 where alpha(t) -> 0 (see the module docstring).
+
+    True for a denoiser with `Uniform` (gap 1) or an ergodic `General` with spectral gap > 1/2:
+    the rates' gap shrinks like alpha^gap while beta(t) = -alpha'/alpha grows like 1/alpha (alpha'
+    is bounded for every built-in schedule).
+    """
+    if prediction != "denoiser":
+        return False
+    if isinstance(process, Uniform):
+        return True
+    return isinstance(process, General) and process.ergodic and process.spectral_gap > 0.5
+
+
+def check_endpoint_times(process: Process, t, prediction: str, loss: str) -> None:
+    """Refuses concrete times at which the rate-KL integrand is infinite (module docstring).
+
+    Raises a `ValueError` naming `t`, the allowed range and the reason; does nothing for traced
+    `t` or for `Masked`.
+    """
+    if isinstance(process, Masked) or t is None:
+        return
+    sched = process.schedule
+    values = concrete_or_none(
+        lambda t: (sched.alpha(t), sched.one_minus_alpha(t), sched.rate(t)), t
+    )
+    if values is None:
+        return
+    alpha, one_minus, rate = values
+    name = type(process).__name__
+    if prediction == "denoiser":
+        if np.any(one_minus == 0):
+            raise ValueError(
+                f"t must lie in (0, 1] for {loss} with prediction='denoiser' on {name} with "
+                f"{type(sched).__name__} (got t = 0): alpha(0) = 1 makes the model's reverse "
+                "rates p(y | x_t) alpha / (1 - alpha) infinite unless the denoiser is exactly "
+                "one-hot; draw t from (0, 1] (e.g. antithetic_times)"
+            )
+        if np.any(alpha == 0) and not rates_converge_at_alpha0(process, prediction):
+            raise ValueError(
+                f"t must lie in [0, 1) for {loss} with prediction='denoiser' on this {name} (got "
+                "t where alpha(t) = 0): the integrand only vanishes there for an ergodic "
+                "generator with spectral gap > 1/2 "
+                f"(gap {getattr(process, 'spectral_gap', float('nan')):.3g}, ergodic "
+                f"{getattr(process, 'ergodic', None)}); use antithetic_times(..., t_max=...) < 1"
+            )
+    elif np.any(np.isinf(rate)):
+        raise ValueError(
+            f"t must lie in the open range where beta(t) is finite for {loss} with "
+            f"prediction='concrete_score' on {name} with {type(sched).__name__}: beta(t) = inf "
+            "at the given t scales the model's rates to infinity. Draw t from (0, 1) "
+            "(e.g. antithetic_times(..., t_max=1 - 1e-5))"
         )
 
 
@@ -61,19 +141,33 @@ def rate_kl_terms(
 
     Reference: Campbell et al. 2022, eq. 6; Lou et al. 2024 (SEDD), eq. 8.
     """
+    t = batch_time(t, xt.shape[0])
     scale, log_model = reverse_rates(process, output, xt, t, prediction)
     _, log_true = process.reverse_rates(xt, t, log_p0=log_one_hot(x0, process.vocab_size))
     true = jnp.exp(log_true)
-    log_gap = jnp.where(true > 0, log_true - jnp.where(true > 0, log_model, 0.0), 0.0)
-    div = jnp.sum(jnp.exp(log_model) - true + true * log_gap, axis=-1)
+    # R_theta - R_c + R_c log(R_c / R_theta) = R_c h(x), h(x) = expm1(x) - x, x = log(R_theta /
+    # R_c): no cancellation between O(1) terms when the rates nearly agree, which matters where
+    # the scale beta(t) is large (near t = 1 it multiplies float32 rounding by 1 / alpha).
+    has_true = true > 0
+    x = log_model - jnp.where(has_true, log_true, 0.0)
+    div = jnp.sum(jnp.where(has_true, true * (jnp.expm1(x) - x), jnp.exp(log_model)), axis=-1)
+    scale = scale.reshape((-1,) + (1,) * (div.ndim - 1))
     # Where the two rate vectors agree exactly the integrand is 0 even if scale(t) is infinite.
-    return jnp.where(div == 0, 0.0, scale.reshape((-1,) + (1,) * (div.ndim - 1)) * div)
+    limit_zero = div == 0
+    if rates_converge_at_alpha0(process, prediction):
+        # At alpha(t) = 0 the limit is 0 (module docstring); div holds only rounding there.
+        alpha = process.alpha(t).reshape(scale.shape)
+        limit_zero = limit_zero | (alpha == 0)
+    # Double where: a zero (not inf) factor keeps the gradient of the unused branch finite.
+    safe_scale = jnp.where(limit_zero, 0.0, scale)
+    return jnp.where(limit_zero, 0.0, safe_scale * div)
 
 
-def _bound(key, process, model_fn, x0, t, prediction, weight):
+def _bound(key, process, model_fn, x0, t, prediction, weight, loss):
     check_prediction(prediction)
     check_score_supported(process, prediction)
-    check_tokens(x0, process.vocab_size, "x0")
+    check_sequences(x0, process.vocab_size, "x0")
+    check_endpoint_times(process, t, prediction, loss)
     key_t, key_x, key_0 = jax.random.split(key, 3)
     t = antithetic_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
     xt = process.sample_marginal(key_x, x0, t)
@@ -105,7 +199,8 @@ def ctmc_elbo(
       process: `Masked`, `Uniform` or `General`.
       model_fn: `(tokens [B, L] int32, t [B]) -> [B, L, V]`.
       x0: `[B, L]` int32 clean tokens.
-      t: optional `[B]` times in (0, 1]; default antithetic times over the batch.
+      t: optional `[B]` times; default antithetic times over the batch. Endpoints where the
+        integrand is infinite are refused (module docstring).
       prediction: "denoiser" or "concrete_score".
       weight: optional `[B]` factor on the time integrand (1 / q(t) when t is drawn from q).
 
@@ -114,7 +209,7 @@ def ctmc_elbo(
 
     Reference: Campbell et al. 2022, A Continuous Time Framework for Discrete Denoising Models.
     """
-    return _bound(key, process, model_fn, x0, t, prediction, weight)
+    return _bound(key, process, model_fn, x0, t, prediction, weight, "ctmc_elbo")
 
 
 def score_entropy(
@@ -145,4 +240,4 @@ def score_entropy(
     Reference: Lou et al. 2024, Discrete Diffusion Modeling by Estimating the Ratios of the Data
     Distribution (SEDD), eq. 8 and Thm. 3.6.
     """
-    return _bound(key, process, model_fn, x0, t, prediction, weight)
+    return _bound(key, process, model_fn, x0, t, prediction, weight, "score_entropy")

@@ -34,7 +34,7 @@ from diffax.discrete.processes.base import (
     safe_log,
     stay_if_degenerate,
 )
-from diffax.discrete.schedules import LinearSchedule, Schedule
+from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 
 def validate_rate_matrix(rate_matrix: Any, argument: str = "rate_matrix") -> np.ndarray:
@@ -82,6 +82,8 @@ class _Spectrum:
     sigma_cap: float
     fastest: float
     stationary: np.ndarray
+    gap: float
+    num_zero: int
 
 
 def _spectrum(q: np.ndarray) -> _Spectrum:
@@ -113,6 +115,8 @@ def _spectrum(q: np.ndarray) -> _Spectrum:
         float(60.0 / gap),
         float(-lam.real.min()),
         f32(pi / pi.sum()),
+        float(gap),
+        int(np.sum(~nonzero)),
     )
 
 
@@ -134,6 +138,7 @@ class General:
     schedule: Schedule = static_field(default_factory=LinearSchedule)
 
     def __post_init__(self):
+        check_schedule(self.schedule)
         q = validate_rate_matrix(self.rate_matrix)
         # A tuple of tuples is hashable, so the process is a static (compile-time) object.
         object.__setattr__(self, "rate_matrix", tuple(map(tuple, q.tolist())))
@@ -160,6 +165,23 @@ class General:
     def num_input_ids(self) -> int:
         """How many ids a network reading x_t must embed (= S)."""
         return len(self.rate_matrix)
+
+    @property
+    def spectral_gap(self) -> float:
+        """The slowest decay rate: min |Re lambda| over the nonzero eigenvalues of Q_base.
+
+        P(0 -> t) approaches its limit like exp(-gap * sigma_bar(t)).
+        """
+        return self._spec.gap
+
+    @property
+    def ergodic(self) -> bool:
+        """Whether Q_base has a single zero eigenvalue (one closed class).
+
+        Then every row of P(0 -> t) tends to the same stationary law as sigma_bar(t) -> inf; with
+        several closed classes the limit depends on the starting state.
+        """
+        return self._spec.num_zero == 1
 
     @property
     def diagonalisable(self) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from diffax.core import batch_time, check_positive_int, check_tokens, pytree_dataclass, static_field
 from diffax.discrete.processes.base import log_one_hot, per_example, stay_if_degenerate
-from diffax.discrete.schedules import LinearSchedule, Schedule
+from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 
 @pytree_dataclass
@@ -39,6 +39,7 @@ class Masked:
     schedule: Schedule = static_field(default_factory=LinearSchedule)
 
     def __post_init__(self):
+        check_schedule(self.schedule)
         check_positive_int(self.vocab_size, "vocab_size")
 
     @property

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import batch_time, check_positive_int, check_tokens, pytree_dataclass, static_field
-from diffax.discrete.processes.base import log1mexp, per_example, stay_if_degenerate
-from diffax.discrete.schedules import LinearSchedule, Schedule
+from diffax.discrete.processes.base import log1mexp, per_example, safe_log, stay_if_degenerate
+from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 
 @pytree_dataclass
@@ -34,6 +34,7 @@ class Uniform:
     schedule: Schedule = static_field(default_factory=LinearSchedule)
 
     def __post_init__(self):
+        check_schedule(self.schedule)
         check_positive_int(self.vocab_size, "vocab_size", minimum=2)
 
     @property
@@ -147,12 +148,12 @@ class Uniform:
         log_a, log_1ma, log_v = self._logs(t)
         log_b_over_ab = log_1ma - jnp.log1p((self.vocab_size - 1) * jnp.exp(log_a))
         log_a_over_b = log_a + log_v - log_1ma
+        # p(y) a / b with p(y) = 0 is 0 even at t = 0, where a / b = inf (exact denoisers and
+        # the true rates of a one-hot x_0 have log p = -inf): no -inf + inf = NaN.
+        impossible = lp == -jnp.inf
+        third = jnp.where(impossible, -jnp.inf, jnp.where(impossible, 0.0, lp) + log_a_over_b)
         terms = jnp.stack(
-            jnp.broadcast_arrays(
-                log1mexp(lp_x),
-                lp_x + log_b_over_ab,
-                lp + log_a_over_b,
-            ),
+            jnp.broadcast_arrays(log1mexp(lp_x), lp_x + log_b_over_ab, third),
             axis=0,
         )
         log_r = jax.nn.logsumexp(terms, axis=0)
@@ -171,14 +172,16 @@ class Uniform:
         r = jnp.where(is_x, 0.0, jnp.exp(log_r.astype(jnp.float32)))
         alpha = per_example(self.alpha(t), 3)
         one_minus = per_example(self.schedule.one_minus_alpha(t), 3)
-        c1 = one_minus / (v * alpha)
+        # Double where on alpha = 0 (the uniform answer below): no inf * 0 in the gradient.
+        informative = alpha > 0
+        c1 = one_minus / (v * jnp.where(informative, alpha, 1.0))
         c2 = one_minus / (1.0 + (v - 1) * alpha)
         total = jnp.sum(r, axis=-1, keepdims=True)
         p_x = (1.0 - c1 * (total - (v - 1))) / (1.0 + (v - 1) * c2)
         p = jnp.where(is_x, p_x, c1 * (r - 1.0) + p_x * c2)
-        p = jnp.where(jnp.isfinite(p), jnp.maximum(p, 0.0), 0.0)
+        p = jnp.where(jnp.isfinite(p) & informative, jnp.maximum(p, 0.0), 0.0)
         p = jnp.where(jnp.sum(p, axis=-1, keepdims=True) > 0, p, 1.0)
-        return jnp.log(p) - jnp.log(jnp.sum(p, axis=-1, keepdims=True))
+        return safe_log(p) - jnp.log(jnp.sum(p, axis=-1, keepdims=True))
 
     def reverse_rates(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 
 from diffax.core import check_positive_int
+from diffax.core.validation import check_options
 from diffax.discrete.parameterizations import ModelFn, check_prediction
 from diffax.discrete.processes import Process
 from diffax.discrete.samplers.analytic import analytic
@@ -27,7 +28,7 @@ from diffax.discrete.samplers.confidence import confidence
 from diffax.discrete.samplers.first_hitting import first_hitting
 from diffax.discrete.samplers.pc import pc
 from diffax.discrete.samplers.rates import euler, euler_logits, tau_leaping, tau_leaping_logits
-from diffax.discrete.samplers.registry import samplers, time_grid
+from diffax.discrete.samplers.registry import sampler_options, samplers, time_grid
 from diffax.discrete.samplers.remdm import remdm
 
 
@@ -54,12 +55,17 @@ def sample(
       prediction: what `model_fn` outputs: "denoiser" (logits of p(x_0 | x_t)) or
         "concrete_score" (log ratios p_t(y) / p_t(x_t)).
       **options: passed to the sampler (`temperature`, `top_p`, `cache`, `fixed_tokens`,
-        `fixed_mask`, and sampler-specific ones).
+        `fixed_mask`, and sampler-specific ones); an unknown name is an `UnknownOptionError`
+        (a `ValueError` and a `TypeError`) listing the options of that sampler.
 
     Returns:
       `(tokens [B, L] int32, info)` with `info["nfe"]` the number of network evaluations.
+      Positions where the model output was not finite are a `ValueError` in an eager call and
+      `-1` under `jit` (see the sampler docstrings and docs/discrete.md).
     """
     fn = samplers.get(sampler, "sampler")
+    allowed = [p for p in sampler_options(fn) if p not in ("num_steps", "prediction")]
+    check_options(options, allowed, f"sampler {sampler!r}")
     check_prediction(prediction)
     check_positive_int(num_steps, "num_steps")
     if len(shape) != 2:

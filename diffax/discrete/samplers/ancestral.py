@@ -11,7 +11,7 @@ from diffax.discrete.parameterizations import ModelFn
 from diffax.discrete.processes import Process
 from diffax.discrete.samplers.loop import run_grid
 from diffax.discrete.samplers.model_calls import ModelCaller
-from diffax.discrete.samplers.registry import samplers
+from diffax.discrete.samplers.registry import register_sampler
 
 
 def posterior_rule(process: Process, caller: ModelCaller):
@@ -24,7 +24,7 @@ def posterior_rule(process: Process, caller: ModelCaller):
     return rule
 
 
-@samplers.register("ancestral")
+@register_sampler("ancestral")
 def ancestral(
     key: jax.Array,
     process: Process,
@@ -58,7 +58,9 @@ def ancestral(
       fixed_tokens, fixed_mask: `[B, L]` infilling context kept fixed.
 
     Returns:
-      `(tokens [B, L] int32, {"nfe": int32})`.
+      `(tokens [B, L] int32, {"nfe": int32})`. Positions where the model output was not finite
+      (NaN or +inf) raise a `ValueError` in an eager call; under `jit` they are returned as -1
+      (`INVALID_TOKEN`; check `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
 
     Reference: Austin et al. 2021 (D3PM); Sahoo et al. 2024 (MDLM), eq. 7 and caching.
     """
@@ -75,4 +77,5 @@ def ancestral(
         rule,
         fixed_tokens=fixed_tokens,
         fixed_mask=fixed_mask,
+        sampler="ancestral",
     )

@@ -13,8 +13,8 @@ from diffax.discrete.parameterizations import ModelFn
 from diffax.discrete.processes import Masked
 from diffax.discrete.samplers.loop import make_infill
 from diffax.discrete.samplers.masked_only import require_masked
-from diffax.discrete.samplers.model_calls import ModelCaller
-from diffax.discrete.samplers.registry import samplers
+from diffax.discrete.samplers.model_calls import ModelCaller, finish_tokens
+from diffax.discrete.samplers.registry import register_sampler
 
 CONFIDENCES = ("prob", "margin", "random")
 
@@ -30,7 +30,7 @@ def _confidence(kind: str, key: jax.Array, log_p: jax.Array, x0: jax.Array) -> j
     return top2[..., 0] - top2[..., 1]
 
 
-@samplers.register("confidence")
+@register_sampler("confidence")
 def confidence(
     key: jax.Array,
     process: Masked,
@@ -67,7 +67,9 @@ def confidence(
       Other arguments: as `ancestral` (`Masked` only).
 
     Returns:
-      `(tokens [B, L] int32, {"nfe": int32})`.
+      `(tokens [B, L] int32, {"nfe": int32})`. Positions where the model output was not finite
+      (NaN or +inf) raise a `ValueError` in an eager call; under `jit` they are returned as -1
+      (`INVALID_TOKEN`; check `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
 
     Reference: Chang et al. 2022 (MaskGIT); Nie et al. 2025 (LLaDA), low-confidence remasking
     and semi-autoregressive blocks.
@@ -119,4 +121,4 @@ def confidence(
 
     carry = (x, jnp.zeros((batch,), jnp.int32), caller.init())
     (x, _, state), _ = jax.lax.scan(body, carry, jnp.arange(num_steps))
-    return x, {"nfe": state["nfe"]}
+    return finish_tokens(x, state, "confidence")

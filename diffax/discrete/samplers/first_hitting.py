@@ -12,11 +12,11 @@ from diffax.discrete.parameterizations import ModelFn
 from diffax.discrete.processes import Masked
 from diffax.discrete.samplers.loop import make_infill
 from diffax.discrete.samplers.masked_only import require_masked
-from diffax.discrete.samplers.model_calls import ModelCaller
-from diffax.discrete.samplers.registry import samplers
+from diffax.discrete.samplers.model_calls import ModelCaller, finish_tokens
+from diffax.discrete.samplers.registry import register_sampler
 
 
-@samplers.register("first_hitting")
+@register_sampler("first_hitting")
 def first_hitting(
     key: jax.Array,
     process: Masked,
@@ -43,7 +43,9 @@ def first_hitting(
     Args: as `ancestral` (`Masked` only).
 
     Returns:
-      `(tokens [B, L] int32, {"nfe": int32})`.
+      `(tokens [B, L] int32, {"nfe": int32})`. Positions where the model output was not finite
+      (NaN or +inf) raise a `ValueError` in an eager call; under `jit` they are returned as -1
+      (`INVALID_TOKEN`; check `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
 
     Reference: Zheng et al. 2024, Masked Diffusion Models are Secretly Time-Agnostic Masked
     Models and Exploit Inaccurate Categorical Sampling, sec. 4 (first-hitting sampler).
@@ -84,4 +86,4 @@ def first_hitting(
         return (infill(x).astype(jnp.int32), t, state), None
 
     (x, _, state), _ = jax.lax.scan(body, (x, t, caller.init()), jnp.arange(length))
-    return x, {"nfe": state["nfe"]}
+    return finish_tokens(x, state, "first_hitting")

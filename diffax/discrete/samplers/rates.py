@@ -12,7 +12,7 @@ from diffax.discrete.parameterizations import ModelFn
 from diffax.discrete.processes import Process
 from diffax.discrete.samplers.loop import run_grid
 from diffax.discrete.samplers.model_calls import ModelCaller
-from diffax.discrete.samplers.registry import samplers
+from diffax.discrete.samplers.registry import register_sampler
 
 # e^(-1e30) is 0 in float32: capping the expected jump count there changes no probability and
 # keeps log(lam) - lam finite when lam is infinite (beta(1) = inf).
@@ -75,14 +75,14 @@ def rate_rule(caller: ModelCaller, step_logits):
     return rule
 
 
-def _run(step_logits, key, process, model_fn, shape, num_steps, prediction, options):
+def _run(name, step_logits, key, process, model_fn, shape, num_steps, prediction, options):
     fixed = {k: options.pop(k, None) for k in ("fixed_tokens", "fixed_mask")}
     caller = ModelCaller(process, model_fn, prediction, shape, **options)
     rule = rate_rule(caller, step_logits)
-    return run_grid(key, process, caller, shape, num_steps, rule, **fixed)
+    return run_grid(key, process, caller, shape, num_steps, rule, **fixed, sampler=name)
 
 
-@samplers.register("euler")
+@register_sampler("euler")
 def euler(
     key: jax.Array,
     process: Process,
@@ -102,16 +102,20 @@ def euler(
     Args: as `ancestral`.
 
     Returns:
-      `(tokens [B, L] int32, {"nfe": int32})`.
+      `(tokens [B, L] int32, {"nfe": int32})`. Positions where the model output was not finite
+      (NaN or +inf) raise a `ValueError` in an eager call; under `jit` they are returned as -1
+      (`INVALID_TOKEN`; check `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
 
     Reference: Campbell et al. 2022; Lou et al. 2024 (SEDD), Euler sampling.
     """
     options = dict(temperature=temperature, top_p=top_p, cache=cache)
     options.update(fixed_tokens=fixed_tokens, fixed_mask=fixed_mask)
-    return _run(euler_logits, key, process, model_fn, shape, num_steps, prediction, options)
+    return _run(
+        "euler", euler_logits, key, process, model_fn, shape, num_steps, prediction, options
+    )
 
 
-@samplers.register("tau_leaping")
+@register_sampler("tau_leaping")
 def tau_leaping(
     key: jax.Array,
     process: Process,
@@ -131,10 +135,22 @@ def tau_leaping(
     Args: as `ancestral`.
 
     Returns:
-      `(tokens [B, L] int32, {"nfe": int32})`.
+      `(tokens [B, L] int32, {"nfe": int32})`. Positions where the model output was not finite
+      (NaN or +inf) raise a `ValueError` in an eager call; under `jit` they are returned as -1
+      (`INVALID_TOKEN`; check `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
 
     Reference: Campbell et al. 2022, A Continuous Time Framework for Discrete Denoising Models.
     """
     options = dict(temperature=temperature, top_p=top_p, cache=cache)
     options.update(fixed_tokens=fixed_tokens, fixed_mask=fixed_mask)
-    return _run(tau_leaping_logits, key, process, model_fn, shape, num_steps, prediction, options)
+    return _run(
+        "tau_leaping",
+        tau_leaping_logits,
+        key,
+        process,
+        model_fn,
+        shape,
+        num_steps,
+        prediction,
+        options,
+    )

@@ -7,19 +7,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from diffax.core import check_choice
+from diffax.core import check_choice, is_concrete
 from diffax.discrete.categorical import sample_categorical
 from diffax.discrete.parameterizations import ModelFn
 from diffax.discrete.processes import Masked
 from diffax.discrete.samplers.loop import run_grid
 from diffax.discrete.samplers.masked_only import require_masked
 from diffax.discrete.samplers.model_calls import ModelCaller
-from diffax.discrete.samplers.registry import samplers
+from diffax.discrete.samplers.registry import register_sampler
 
 STRATEGIES = ("cap", "rescale")
 
 
-@samplers.register("remdm")
+@register_sampler("remdm")
 def remdm(
     key: jax.Array,
     process: Masked,
@@ -49,13 +49,15 @@ def remdm(
       Other arguments: as `ancestral` (`Masked` only).
 
     Returns:
-      `(tokens [B, L] int32, {"nfe": int32})`.
+      `(tokens [B, L] int32, {"nfe": int32})`. Positions where the model output was not finite
+      (NaN or +inf) raise a `ValueError` in an eager call; under `jit` they are returned as -1
+      (`INVALID_TOKEN`; check `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
 
     Reference: Wang et al. 2025, Remasking Discrete Diffusion Models with Inference-Time Scaling.
     """
     require_masked(process, "remdm")
     check_choice(strategy, STRATEGIES, "strategy")
-    if not 0.0 <= eta <= 1.0:
+    if is_concrete(eta) and not 0.0 <= float(eta) <= 1.0:  # eta may be traced (a sweep)
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     caller = ModelCaller(
         process, model_fn, prediction, shape, temperature=temperature, top_p=top_p, cache=cache
@@ -83,4 +85,5 @@ def remdm(
         rule,
         fixed_tokens=fixed_tokens,
         fixed_mask=fixed_mask,
+        sampler="remdm",
     )
