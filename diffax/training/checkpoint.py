@@ -9,6 +9,7 @@ listed as a step and `latest_step()` is always a complete checkpoint.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import grain
@@ -56,19 +57,37 @@ class Checkpointer:
         if read_only:  # orbax warns at INFO/WARNING that a read-only manager will not save
             logging.set_verbosity(logging.ERROR)
         try:
-            self._manager = ocp.CheckpointManager(
-                self.directory, options=options, item_handlers=handlers
+            self._manager = self._retry(
+                lambda: ocp.CheckpointManager(
+                    self.directory, options=options, item_handlers=handlers
+                )
             )
         finally:
             logging.set_verbosity(verbosity)
 
+    def _retry(self, fn, attempts: int = 10):
+        """Runs `fn`; a reader retries when a step vanishes while it lists the steps.
+
+        orbax lists the step directories and then reads each one's metadata; a training run
+        writing into the same directory may delete an old step in between (keep-K), which
+        surfaces as `FileNotFoundError`. Listing again sees a consistent set.
+        """
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except FileNotFoundError:
+                if not self.read_only or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""
-        return self._manager.latest_step()
+        return self._retry(self._manager.latest_step)
 
     def all_steps(self) -> list[int]:
         """Steps of all complete checkpoints, ascending."""
-        return sorted(self._manager.all_steps())
+        return sorted(self._retry(self._manager.all_steps))
 
     def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any]) -> None:
         """Writes checkpoint `step` (asynchronously when enabled). Every process must call it."""
@@ -104,7 +123,7 @@ class Checkpointer:
 
     def reload(self) -> None:
         """Re-reads the list of steps from disk (a live training may have added or removed some)."""
-        self._manager.reload()
+        self._retry(self._manager.reload)
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are finished."""
