@@ -52,10 +52,8 @@ class Run:
 
     def __init__(self, config, workdir: str, *, for_training: bool):
         self.config, self.workdir, self.for_training = config, workdir, for_training
-        # Nothing is written here: the whole config is checked and the task built first, so a
-        # bad config or workdir leaves nothing behind (`train` records the config afterwards).
-        validate_config(config)
-        check_workdir(workdir, for_training=for_training)
+        # Nothing is written here (the entry points have checked the config and the workdir
+        # path): a bad task leaves nothing behind; `train` records the config afterwards.
         prepare_workdir(workdir, config.to_dict(), write=False)
         self.task = build_task(config)
         self.mesh = mesh_lib.make_mesh(dict(config.mesh))
@@ -492,6 +490,8 @@ def _train(config, workdir: str, run: Run, data_it, state, start: int, first_bat
 
 def evaluate(config, workdir: str) -> dict[str, float]:
     """Evaluates the newest checkpoint of `workdir` on the held-out data and prints the ELBO."""
+    validate_config(config)
+    check_workdir(workdir, for_training=False)
     run = Run(config, workdir, for_training=False)
     try:
         with jax.set_mesh(run.mesh):
@@ -510,6 +510,8 @@ def _evaluate(config, workdir: str, run: Run) -> dict[str, float]:
 
 def sample(config, workdir: str) -> list[str]:
     """Samples from the newest checkpoint of `workdir`, writes them there and prints a few."""
+    validate_config(config)
+    check_workdir(workdir, for_training=False)
     run = Run(config, workdir, for_training=False)
     try:
         with jax.set_mesh(run.mesh):
