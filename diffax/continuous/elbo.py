@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffax.continuous.broadcast import event_size, sum_event
 from diffax.continuous.losses import sample_times
 from diffax.continuous.parameterizations import ModelFn, to_x0_eps
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import check_choice, check_positive_int, check_shape, check_time
+from diffax.core.arrays import event_size, sum_event
 from diffax.core.validation import check_ndim, concrete_or_none, is_number
 
 _UNBIASED_TIME_SAMPLERS = ("importance", "uniform", "stratified", "antithetic")

@@ -14,10 +14,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from diffax.continuous.broadcast import expand_as
 from diffax.continuous.parameterizations import PREDICTIONS, ModelFn, from_x0_eps
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import batch_time, check_choice, pytree_dataclass
+from diffax.core.arrays import expand_as
 
 
 @pytree_dataclass

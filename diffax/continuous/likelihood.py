@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.continuous.adaptive_rk import solve_adaptive
-from diffax.continuous.broadcast import event_size, sum_event
 from diffax.continuous.parameterizations import ModelFn, make_denoiser, pf_ode_velocity
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import check_choice, check_time, is_concrete
+from diffax.core.arrays import event_size, sum_event
 from diffax.core.validation import check_finite
 
 PROBES = ("rademacher", "gaussian")

@@ -49,10 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffax.continuous.broadcast import TINY, expand_as
 from diffax.continuous.parameterizations import PREDICTIONS, ModelFn, from_x0_eps
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import Registry, batch_time, check_choice, check_shape, check_time
+from diffax.core.arrays import TINY, expand_as
 from diffax.core.validation import (
     check_ndim,
     check_number,

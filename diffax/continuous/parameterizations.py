@@ -28,9 +28,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from diffax.continuous.broadcast import TINY, expand_as, safe_div
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import batch_time, check_choice, check_shape
+from diffax.core.arrays import TINY, expand_as, safe_div
 
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffax.continuous.broadcast import TINY, expand_as, sum_event
 from diffax.core import Registry, check_choice, check_time, pytree_dataclass, static_field
+from diffax.core.arrays import TINY, expand_as, sum_event
 from diffax.core.validation import check_number, check_ordered, is_number
 
 # |logSNR| <= -2 log(TINY): then sigma/alpha = exp(-logSNR/2) lies in [TINY, 1/TINY].

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from diffax.continuous.broadcast import TINY
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import Registry, check_positive_int, check_time, is_concrete
+from diffax.core.arrays import TINY
 
 GridFn = Callable[[GaussianProcess, jax.Array, jax.Array, jax.Array, float], jax.Array]
 GRIDS: Registry[GridFn] = Registry("time grid")

@@ -51,6 +51,10 @@ class Schedule(Protocol):
 
     def inverse_alpha(self, a: jax.Array) -> jax.Array: ...
 
+    def alpha_at(self, t: float) -> float:
+        """alpha(t) at a Python float `t`, as a Python float (for checks made on the host)."""
+        ...
+
 
 _SCHEDULE_METHODS = (
     "alpha",

@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 
 from diffax.continuous.adaptive_rk import solve_adaptive
-from diffax.continuous.broadcast import expand_as, sum_event
 from diffax.continuous.parameterizations import ModelFn, make_denoiser, pf_ode_velocity
 from diffax.continuous.processes import GaussianProcess
 from diffax.continuous.samplers.base import finish, register_sampler
 from diffax.continuous.samplers.sde import reverse_sde_drift
+from diffax.core.arrays import expand_as, sum_event
 
 
 @register_sampler(

@@ -12,10 +12,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from diffax.continuous.broadcast import TINY
 from diffax.continuous.parameterizations import Denoiser, ModelFn, make_denoiser
 from diffax.continuous.processes import GaussianProcess
 from diffax.continuous.samplers.base import finish, register_sampler
+from diffax.core.arrays import TINY
 
 
 def noise_level(process: GaussianProcess, t) -> jax.Array:

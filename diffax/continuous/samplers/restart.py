@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffax.continuous.broadcast import TINY
 from diffax.continuous.parameterizations import ModelFn, make_denoiser
 from diffax.continuous.processes import GaussianProcess
 from diffax.continuous.samplers.base import finish, register_sampler
 from diffax.continuous.samplers.edm import churn_scale, heun_step, noise_level, t_of_noise_level
 from diffax.core import is_concrete
+from diffax.core.arrays import TINY
 
 
 @register_sampler(

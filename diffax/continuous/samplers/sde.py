@@ -11,11 +11,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffax.continuous.broadcast import TINY, expand_as, safe_div, sum_event
 from diffax.continuous.parameterizations import ModelFn, make_denoiser, pf_ode_velocity
 from diffax.continuous.processes import GaussianProcess
 from diffax.continuous.samplers.base import finish, register_sampler
 from diffax.continuous.samplers.ddim import ddim_step
+from diffax.core.arrays import TINY, expand_as, safe_div, sum_event
 
 
 def reverse_sde_drift(

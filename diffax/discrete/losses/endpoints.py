@@ -11,10 +11,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from diffax.core.arrays import safe_log
 from diffax.core.validation import check_ndim
 from diffax.discrete.parameterizations import ModelFn, as_denoiser, evaluate
 from diffax.discrete.processes import Masked, Process, Uniform
-from diffax.discrete.processes.base import safe_log
 
 
 def prior_kl(process: Process, x0: jax.Array) -> jax.Array:

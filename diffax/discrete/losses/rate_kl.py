@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import batch_time
+from diffax.core.arrays import log_one_hot
 from diffax.core.validation import concrete_or_none
 from diffax.discrete.losses.endpoints import prior_kl, reconstruction
 from diffax.discrete.losses.times import antithetic_times
@@ -49,7 +50,6 @@ from diffax.discrete.parameterizations import (
     reverse_rates,
 )
 from diffax.discrete.processes import General, Masked, Process, Uniform
-from diffax.discrete.processes.base import log_one_hot
 
 
 def check_score_supported(process: Process, prediction: str) -> None:

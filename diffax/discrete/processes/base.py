@@ -24,6 +24,9 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 
+from diffax.core.arrays import log_one_hot
+from diffax.discrete.schedules import Schedule
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -35,6 +38,12 @@ class Process(Protocol):
     """
 
     vocab_size: int
+    schedule: Schedule
+
+    @property
+    def mask_id(self) -> int | None:
+        """The absorbing (mask) state's id, or None if the process has no absorbing state."""
+        ...
 
     @property
     def num_states(self) -> int: ...
@@ -84,36 +93,6 @@ class Process(Protocol):
     ) -> jax.Array: ...
 
     def log_ratios_to_denoiser(self, log_r: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array: ...
-
-
-def per_example(value: jax.Array, ndim: int) -> jax.Array:
-    """Reshapes a `[B]` array so it broadcasts against an array with `ndim` dimensions."""
-    return value.reshape(value.shape[:1] + (1,) * (ndim - 1))
-
-
-def log_one_hot(x: jax.Array, num_classes: int) -> jax.Array:
-    """log of a one-hot encoding: 0 at `x`, -inf elsewhere. Returns `x.shape + (num_classes,)`."""
-    return jnp.where(jax.nn.one_hot(x, num_classes, dtype=jnp.bool_), 0.0, -jnp.inf)
-
-
-def log1mexp(log_p: jax.Array) -> jax.Array:
-    """log(1 - exp(log_p)) for log_p <= 0, accurate at both ends (Maechler 2012).
-
-    `log_p` is capped at -1e-30 so that the value and gradient stay finite at log_p = 0 (the
-    result, about -69, is negligible wherever it is added to other terms); each branch is
-    evaluated on inputs where it is finite so that `jnp.where` does not leak NaN gradients.
-    """
-    log_p = jnp.minimum(log_p, -1e-30)
-    near_zero = log_p > -0.6931472
-    a = jnp.log(-jnp.expm1(jnp.where(near_zero, log_p, -1.0)))
-    b = jnp.log1p(-jnp.exp(jnp.where(near_zero, -1.0, log_p)))
-    return jnp.where(near_zero, a, b)
-
-
-def safe_log(p: jax.Array) -> jax.Array:
-    """log of a probability clipped at zero (negative rounding errors become -inf, not NaN)."""
-    p = jnp.maximum(p, 0.0)
-    return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), -jnp.inf)
 
 
 def stay_if_degenerate(logits: jax.Array, x: jax.Array) -> jax.Array:

@@ -25,15 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import batch_time, check_tokens, pytree_dataclass, static_field
+from diffax.core.arrays import per_example, safe_log
 from diffax.discrete.categorical import sample_categorical
-from diffax.discrete.processes.base import (
-    HIGHEST,
-    gather_column,
-    gather_last,
-    per_example,
-    safe_log,
-    stay_if_degenerate,
-)
+from diffax.discrete.processes.base import HIGHEST, gather_column, gather_last, stay_if_degenerate
 from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 
@@ -155,6 +149,11 @@ class General:
     def vocab_size(self) -> int:
         """V = S, the number of states (and of denoiser classes)."""
         return len(self.rate_matrix)
+
+    @property
+    def mask_id(self) -> None:
+        """None: this process has no absorbing (mask) state."""
+        return None
 
     @property
     def num_states(self) -> int:

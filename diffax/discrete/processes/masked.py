@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import batch_time, check_positive_int, check_tokens, pytree_dataclass, static_field
-from diffax.discrete.processes.base import log_one_hot, per_example, stay_if_degenerate
+from diffax.core.arrays import log_one_hot, per_example
+from diffax.discrete.processes.base import stay_if_degenerate
 from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import batch_time, check_positive_int, check_tokens, pytree_dataclass, static_field
-from diffax.discrete.processes.base import log1mexp, per_example, safe_log, stay_if_degenerate
+from diffax.core.arrays import log1mexp, per_example, safe_log
+from diffax.discrete.processes.base import stay_if_degenerate
 from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 
@@ -36,6 +37,11 @@ class Uniform:
     def __post_init__(self):
         check_schedule(self.schedule)
         check_positive_int(self.vocab_size, "vocab_size", minimum=2)
+
+    @property
+    def mask_id(self) -> None:
+        """None: this process has no absorbing (mask) state."""
+        return None
 
     @property
     def num_states(self) -> int:

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 
 from diffax.core import check_choice, check_positive_int, is_concrete
+from diffax.core.arrays import safe_log
 from diffax.discrete.categorical import sample_categorical
 from diffax.discrete.parameterizations import ModelFn
 from diffax.discrete.processes import Process
-from diffax.discrete.processes.base import safe_log
 from diffax.discrete.samplers.analytic import (
     tweedie_rule,
     uniform_limit_first_step,
