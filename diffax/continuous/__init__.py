@@ -45,7 +45,7 @@ from diffax.continuous.processes import (
     SubVP,
 )
 from diffax.continuous.samplers import SAMPLERS, SamplerSpec, register_sampler
-from diffax.continuous.sampling import sample
+from diffax.continuous.sampling import sample, sampler_options
 from diffax.continuous.time_grids import GRIDS, time_grid
 
 __all__ = [
@@ -86,6 +86,7 @@ __all__ = [
     "pf_ode_velocity",
     "register_sampler",
     "sample",
+    "sampler_options",
     "sample_times",
     "sliced_wasserstein",
     "solve_adaptive",

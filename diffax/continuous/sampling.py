@@ -19,6 +19,15 @@ from diffax.core.validation import check_options, check_time_grid
 _COMMON = ("key", "process", "model_fn", "x", "ts", "prediction")
 
 
+def sampler_options(sampler: str) -> tuple[str, ...]:
+    """The sampler-specific keyword options `sample` accepts for the registered `sampler`.
+
+    Raises an `UnknownOptionError` naming the registered samplers if `sampler` is not one.
+    """
+    spec = SAMPLERS.get(sampler, "sampler")
+    return tuple(p for p in inspect.signature(spec.fn).parameters if p not in _COMMON)
+
+
 def sample(
     key: jax.Array,
     process: GaussianProcess,
@@ -73,8 +82,7 @@ def sample(
     num_steps = check_positive_int(num_steps, "num_steps")
     if not (isinstance(shape, tuple) and shape and all(isinstance(n, int) for n in shape)):
         raise TypeError(f"shape must be a non-empty tuple of ints (batch first), got {shape!r}")
-    allowed = [p for p in inspect.signature(spec.fn).parameters if p not in _COMMON]
-    check_options(options, allowed, f"sampler {sampler!r}")
+    check_options(options, sampler_options(sampler), f"sampler {sampler!r}")
     if ts is None:
         t_min = spec.t_min if t_min is None else t_min
         if t_max is None:

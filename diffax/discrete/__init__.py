@@ -39,6 +39,7 @@ from diffax.discrete.samplers import (
     pc,
     remdm,
     sample,
+    sampler_options,
     samplers,
     tau_leaping,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "reverse_rates",
     "sample",
     "sample_categorical",
+    "sampler_options",
     "samplers",
     "schedules",
     "score_entropy",

@@ -28,8 +28,18 @@ from diffax.discrete.samplers.confidence import confidence
 from diffax.discrete.samplers.first_hitting import first_hitting
 from diffax.discrete.samplers.pc import pc
 from diffax.discrete.samplers.rates import euler, euler_logits, tau_leaping, tau_leaping_logits
-from diffax.discrete.samplers.registry import sampler_options, samplers, time_grid
+from diffax.discrete.samplers.registry import sampler_options as sampler_options_of
+from diffax.discrete.samplers.registry import samplers, time_grid
 from diffax.discrete.samplers.remdm import remdm
+
+
+def sampler_options(sampler: str) -> tuple[str, ...]:
+    """The keyword options `sample` accepts for the registered `sampler`, in signature order.
+
+    Raises an `UnknownOptionError` naming the registered samplers if `sampler` is not one.
+    """
+    fn = samplers.get(sampler, "sampler")
+    return tuple(p for p in sampler_options_of(fn) if p not in ("num_steps", "prediction"))
 
 
 def sample(
@@ -64,8 +74,7 @@ def sample(
       `-1` under `jit` (see the sampler docstrings and docs/discrete.md).
     """
     fn = samplers.get(sampler, "sampler")
-    allowed = [p for p in sampler_options(fn) if p not in ("num_steps", "prediction")]
-    check_options(options, allowed, f"sampler {sampler!r}")
+    check_options(options, sampler_options(sampler), f"sampler {sampler!r}")
     check_prediction(prediction)
     check_positive_int(num_steps, "num_steps")
     if len(shape) != 2:
@@ -84,6 +93,7 @@ __all__ = [
     "pc",
     "remdm",
     "sample",
+    "sampler_options",
     "samplers",
     "tau_leaping",
     "tau_leaping_logits",
