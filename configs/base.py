@@ -2,6 +2,23 @@
 
 Experiment files start from `get_config()` here and override values; the config is locked, so a key
 that is not defined here is an error (in a config file and on the command line alike).
+
+Every key has one meaning. Sections read by one task only: `discrete` and the `process.schedule*`
+keys (task "text_diffusion"); `continuous`, `process.{beta_min, beta_max, sigma_min, sigma_max}`,
+`model.{arch, time_features, channel_mults, num_res_blocks, attention_levels, num_groups}` and
+`eval.likelihood` (task "continuous_diffusion").
+
+Sampler options: `sample.options` holds the sampler-specific keywords as comma-separated
+`keyword=literal` pairs, exactly as they would be passed to `sample(...)`:
+
+    config.sample.sampler = "remdm"
+    config.sample.options = "eta=0.02, strategy='cap'"
+
+or on the command line `--config.sample.options="eta=0.02"`. They are checked against the
+sampler's keywords (`diffax.discrete.sampler_options(name)` / `diffax.continuous.
+sampler_options(name)`) before a run writes anything. `sample.temperature` and `sample.top_p`
+are passed the same way when they differ from 1.0 (setting one of them in both places is an
+error).
 """
 
 import ml_collections
@@ -13,7 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    # text: builtin | text_file | tfds (data.dataset, e.g. lm1b) | markov (synthetic, exact entropy)
+    # The data source (diffax.data.SOURCES). Text (task text_diffusion): builtin (Python's docs
+    # corpus) | text_file (data.path) | tfds (TFDS text, data.dataset, e.g. lm1b) | markov
+    # (synthetic, exact entropy). Vectors (task continuous_diffusion): toy (data.dataset, a 2-D
+    # toy distribution) | tfds_images (data.dataset, e.g. mnist).
     config.data.source = "builtin"
     config.data.path = ""  # UTF-8 file for source=text_file
     config.data.tokenizer = "text8"  # text8 (a-z + space) | char | byte
@@ -29,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.process.schedule = "linear"  # linear | cosine | loglinear | geometric | polynomial
     config.process.schedule_eps = 1e-3  # loglinear schedule
     config.process.schedule_power = 1.0  # polynomial schedule
+    # geometric schedule: total noise sigma_min^(1-t) sigma_max^t (SEDD). Not the VE/EDM noise
+    # levels process.sigma_min/sigma_max of the continuous task.
+    config.process.schedule_sigma_min = 1e-4
+    config.process.schedule_sigma_max = 20.0
 
     config.discrete = ml_collections.ConfigDict()
     config.discrete.prediction = "denoiser"  # denoiser | concrete_score
@@ -79,7 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.every_steps = 0  # 0: only at the end of training
     config.eval.batch_size = 128
-    config.eval.num_samples = 4  # Monte-Carlo time samples per held-out sequence
+    config.eval.num_time_samples = 4  # Monte-Carlo time samples per held-out example (ELBO)
     config.eval.max_batches = 0  # 0: the whole held-out split
     config.eval.use_ema = True
 
@@ -88,24 +112,28 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.num_steps = 64
     config.sample.temperature = 1.0
     config.sample.top_p = 1.0  # nucleus sampling of the denoiser (1.0: off)
-    config.sample.num_samples = 16
+    # Sampler-specific keywords, "key=value, ..." (e.g. "eta=0.02" for remdm, "block_length=16"
+    # for confidence, "s_churn=1.0" for edm_heun); see the module docstring.
+    config.sample.options = ""
+    config.sample.num_samples = 16  # sequences / examples generated
     config.sample.num_print = 4
     config.sample.every_steps = 0
 
     # ---- continuous diffusion (task="continuous_diffusion"; configs/toy2d.py, checkerboard.py,
     # mnist.py, cifar10.py). It also reads the shared keys above: process.name (vp | subvp | ve |
     # edm | rectified_flow | cosine), process.schedule (vp only: linear | cosine), train.loss
-    # ("dsm"), model.{dim, depth, mlp_ratio, num_heads, dtype}, eval.num_samples (Monte-Carlo time
-    # samples per example), sample.{sampler, num_steps, num_samples} (a diffax.continuous sampler).
+    # ("dsm"), model.{dim, depth, mlp_ratio, num_heads, dtype}, eval.num_time_samples,
+    # sample.{sampler, num_steps, num_samples, options} (a diffax.continuous sampler).
     # data.dataset: a toy distribution (gaussian_ring | gaussian_grid | checkerboard | two_moons |
-    # swiss_roll) or a TFDS image dataset (mnist | fashion_mnist | cifar10 | cifar100 | ...).
+    # swiss_roll; data.source="toy") or a TFDS dataset (TFDS images: mnist | fashion_mnist |
+    # cifar10 | cifar100 | ... with data.source="tfds_images"; TFDS text: lm1b, source "tfds").
     config.data.dataset = "gaussian_ring"
     config.data.data_dir = ""  # TFDS data_dir holding the prepared (array_record) image dataset
     config.data.train_split = "train"  # TFDS split spec for training
     config.data.eval_split = "test"  # TFDS split spec for evaluation
     config.data.num_heldout = 4096  # toy data: number of held-out examples for evaluation
-    config.process.beta_min = 0.1  # vp, subvp
-    config.process.beta_max = 20.0  # vp, subvp
+    config.process.beta_min = 0.1  # vp (schedule linear), subvp
+    config.process.beta_max = 20.0  # vp (schedule linear), subvp
     config.process.sigma_min = 0.01  # ve, edm (EDM paper: 0.002)
     config.process.sigma_max = 50.0  # ve, edm (EDM paper: 80)
     # model.arch: mlp (TimeMLP: width model.dim, model.depth blocks, hidden mlp_ratio * dim; for

@@ -11,7 +11,7 @@ from configs import toy2d
 
 def get_config():
     config = toy2d.get_config()
-    config.data.dataset = "checkerboard"
+    config.data.dataset = "checkerboard"  # data.source="toy" (from toy2d)
 
     config.process.name = "rectified_flow"
     config.continuous.prediction = "velocity"

@@ -17,5 +17,5 @@ def get_config():
     config.model.depth = 2
     config.train.num_steps = 1500
     config.eval.max_batches = 8
-    config.eval.num_samples = 8
+    config.eval.num_time_samples = 8
     return config

@@ -23,6 +23,7 @@ def default_tfds_dir() -> str:
 def get_config():
     config = base.get_config()
     config.task = "continuous_diffusion"
+    config.data.source = "tfds_images"
     config.data.dataset = "mnist"
     config.data.data_dir = default_tfds_dir()
     config.data.train_split = "train"
@@ -55,7 +56,7 @@ def get_config():
     config.eval.every_steps = 10_000
     config.eval.batch_size = 256
     config.eval.max_batches = 8
-    config.eval.num_samples = 1
+    config.eval.num_time_samples = 1
     config.eval.likelihood = "elbo"
 
     config.sample.sampler = "dpm_solver_pp_2m"

@@ -11,8 +11,8 @@ def get_config():
     config = base.get_config()
     config.process.name = "uniform"
     config.process.schedule = "geometric"
-    config.process.sigma_min = 1e-4
-    config.process.sigma_max = 20.0
+    config.process.schedule_sigma_min = 1e-4
+    config.process.schedule_sigma_max = 20.0
     config.discrete.prediction = "concrete_score"
     config.train.loss = "score_entropy"
     config.train.num_steps = 5000

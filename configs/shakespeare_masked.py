@@ -25,4 +25,8 @@ def get_config():
     config.checkpoint.every_steps = 2000
     config.eval.every_steps = 5000
     config.sample.num_steps = 128
+    # ReMDM remasking (Wang et al. 2025): revealed tokens may be remasked with probability
+    # min(eta, sigma_max), which lets later steps correct earlier ones.
+    config.sample.sampler = "remdm"
+    config.sample.options = "eta=0.02, strategy='cap'"
     return config

@@ -15,6 +15,7 @@ from configs import base
 def get_config():
     config = base.get_config()
     config.task = "continuous_diffusion"
+    config.data.source = "toy"
     config.data.dataset = "gaussian_ring"
     config.data.num_heldout = 4096
 
@@ -39,7 +40,7 @@ def get_config():
     config.checkpoint.every_steps = 1000
 
     config.eval.batch_size = 512
-    config.eval.num_samples = 8
+    config.eval.num_time_samples = 8
     config.eval.likelihood = "elbo"
 
     config.sample.sampler = "dpm_solver_pp_2m"

@@ -131,7 +131,7 @@ def _describe_failure(e: BaseException, workdir: str) -> tuple[str, int]:
     """(one-line message, exit code) for an exception raised by train/eval/sample."""
     import errno
 
-    from diffax.training.loop import TrainingDiverged
+    from diffax.training.divergence import TrainingDiverged
     from diffax.training.workdir import WorkdirLocked
 
     full = _errno_in(e, (errno.ENOSPC, errno.EDQUOT))
@@ -228,7 +228,10 @@ def main(argv):
         if _debugging():
             raise
         message, code = _describe_failure(e, workdir)
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        # Straight to the real stream: an orbax writer thread may be halfway through an echo
+        # that `_QuietStderr` is holding back, and our line must not be taken for its end.
+        stream = getattr(sys.stderr, "_stream", sys.stderr)
+        print(f"error: {message}", file=stream, flush=True)
         sys.stdout.flush()
         # Skip interpreter shutdown: after a failed asynchronous save, orbax/tensorstore threads
         # still running then print tracebacks into a closed event loop. Everything of ours

@@ -18,9 +18,13 @@ from diffax.continuous.likelihood import (
 from diffax.continuous.losses import (
     TIME_SAMPLERS,
     WEIGHTINGS,
+    TimeSampler,
+    Weighting,
     dsm_loss,
     loss_weight,
     sample_times,
+    time_samplers,
+    weightings,
 )
 from diffax.continuous.metrics import sliced_wasserstein
 from diffax.continuous.parameterizations import (
@@ -37,15 +41,26 @@ from diffax.continuous.parameterizations import (
 from diffax.continuous.processes import (
     EDM,
     PROCESSES,
+    SCHEDULES,
     VE,
     VP,
     Cosine,
+    CosineSchedule,
     GaussianProcess,
+    LinearBeta,
     RectifiedFlow,
     SubVP,
+    VPSchedule,
 )
-from diffax.continuous.samplers import SAMPLERS, SamplerSpec, register_sampler
-from diffax.continuous.sampling import sample, sampler_options
+from diffax.continuous.samplers import (
+    SAMPLERS,
+    Model,
+    Step,
+    register_sampler,
+    run_steps,
+    sample,
+    sampler_options,
+)
 from diffax.continuous.time_grids import GRIDS, time_grid
 
 __all__ = [
@@ -54,19 +69,26 @@ __all__ = [
     "PREDICTIONS",
     "PROCESSES",
     "SAMPLERS",
+    "SCHEDULES",
     "TIME_SAMPLERS",
     "VE",
     "VP",
     "WEIGHTINGS",
     "Cosine",
+    "CosineSchedule",
     "EDMScalings",
     "ELBOTerms",
     "GaussianMixture",
     "GaussianProcess",
+    "LinearBeta",
+    "Model",
     "RectifiedFlow",
-    "SamplerSpec",
     "SolveStats",
+    "Step",
     "SubVP",
+    "TimeSampler",
+    "VPSchedule",
+    "Weighting",
     "bits_per_dim",
     "classifier_free_guidance",
     "convert",
@@ -85,11 +107,14 @@ __all__ = [
     "make_denoiser",
     "pf_ode_velocity",
     "register_sampler",
+    "run_steps",
     "sample",
     "sampler_options",
     "sample_times",
     "sliced_wasserstein",
     "solve_adaptive",
     "time_grid",
+    "time_samplers",
     "to_x0_eps",
+    "weightings",
 ]

@@ -25,14 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffax.continuous.losses import sample_times
-from diffax.continuous.parameterizations import ModelFn, to_x0_eps
+from diffax.continuous.losses.time_samplers import TIME_SAMPLERS, TimeSampler, time_sampler_from
+from diffax.continuous.parameterizations import ModelFn, make_denoiser
 from diffax.continuous.processes import GaussianProcess
-from diffax.core import check_choice, check_positive_int, check_shape, check_time
+from diffax.core import check_positive_int, check_time
 from diffax.core.arrays import event_size, sum_event
 from diffax.core.validation import check_ndim, concrete_or_none, is_number
-
-_UNBIASED_TIME_SAMPLERS = ("importance", "uniform", "stratified", "antithetic")
 
 
 class ELBOTerms(NamedTuple):
@@ -60,7 +58,7 @@ def elbo_terms(
     prediction: str = "eps",
     t_min: float = 1e-5,
     num_time_samples: int = 1,
-    time_sampler: str = "importance",
+    time_sampler: str | TimeSampler = "importance",
 ) -> ELBOTerms:
     """Negative-ELBO terms in nats for continuous data `y: [B, ...]` (`dequantization` = 0).
 
@@ -74,8 +72,9 @@ def elbo_terms(
         > 0 where sigma(0) = 0 (VP, sub-VP, flow paths): there the reconstruction term
         log(sigma/alpha) is -inf and the diffusion integral +inf.
       num_time_samples: Monte-Carlo samples of t per example for the diffusion term.
-      time_sampler: "importance" (logSNR-uniform; lowest variance for this weighting), "uniform",
-        "stratified" or "antithetic" (all unbiased for the same integral).
+      time_sampler: a `TimeSampler` with `uniform_average=True` or its name: "importance"
+        (logSNR-uniform; lowest variance for this weighting), "uniform", "stratified" ((u + i)/B
+        with one shared u) or "antithetic" (pairs u, 1 - u); all unbiased for the same integral.
     """
     check_ndim(y, "y", "[B, ...] (a leading batch axis)", min_ndim=2)
     check_time(t_min, "t_min")
@@ -89,7 +88,15 @@ def elbo_terms(
             "(the default is 1e-5)"
         )
     num_time_samples = check_positive_int(num_time_samples, "num_time_samples")
-    check_choice(time_sampler, _UNBIASED_TIME_SAMPLERS, "time_sampler")
+    sampler = time_sampler_from(time_sampler, {}, "time_sampler")
+    if not sampler.uniform_average:
+        unbiased = [n for n in TIME_SAMPLERS.names() if TIME_SAMPLERS.get(n)().uniform_average]
+        raise ValueError(
+            f"time_sampler={sampler.name!r} does not estimate the uniform-time integral of the "
+            f"diffusion term; allowed values: {', '.join(unbiased)} (or a TimeSampler with "
+            "uniform_average=True)"
+        )
+    denoise = make_denoiser(process, model_fn, prediction)
     batch, d = y.shape[0], event_size(y)
     one = jnp.ones((batch,), jnp.float32)
 
@@ -101,11 +108,9 @@ def elbo_terms(
 
     def diffusion_sample(k):
         k_t, k_eps = jax.random.split(k)
-        t, iw = sample_times(k_t, batch, process, sampler=time_sampler, t_min=t_min, t_max=1.0)
+        t, iw = sampler.sample(k_t, batch, process, t_min, 1.0)
         x_t, eps = process.marginal_sample(k_eps, y, t)
-        out = model_fn(x_t, t)
-        check_shape(out, y.shape, "model_fn output")
-        _, eps_hat = to_x0_eps(process, prediction, out, x_t, t)
+        _, eps_hat = denoise(x_t, t)
         # The uniform-time average times the interval length is the integral over [t_min, 1].
         rate = -process.dlog_snr_dt(t) * (1.0 - t_min)
         return 0.5 * iw * rate * sum_event(jnp.square(eps_hat - eps))
@@ -132,7 +137,7 @@ def elbo_bpd(
     prediction: str = "eps",
     t_min: float = 1e-5,
     num_time_samples: int = 1,
-    time_sampler: str = "importance",
+    time_sampler: str | TimeSampler = "importance",
 ) -> ELBOTerms:
     """Negative ELBO of 8-bit data `x: [B, ...]` (integers in [0, 255]) in bits/dim, per term.
 

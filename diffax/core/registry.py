@@ -7,8 +7,12 @@ allowed names.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+from diffax.core.validation import check_options
 
 T = TypeVar("T")
 
@@ -54,3 +58,29 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+    def register_factory(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: registers a factory `(**hyper_parameters) -> object` under `name`.
+
+        The registered (and returned) factory raises an `UnknownOptionError` (a `ValueError` and a
+        `TypeError`) listing its keyword options when called with an unknown one, so a factory
+        called directly and one built from a name with options check the same way.
+        """
+
+        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
+            allowed = factory_options(factory)
+
+            @functools.wraps(factory)
+            def checked(*args, **kwargs) -> T:
+                check_options(kwargs, allowed, f"{self.kind} {name!r}")
+                return factory(*args, **kwargs)
+
+            self.register(name)(checked)
+            return checked
+
+        return decorator
+
+
+def factory_options(factory: Callable[..., object]) -> tuple[str, ...]:
+    """The keyword options of a factory (its hyper-parameters), in signature order."""
+    return tuple(inspect.signature(factory).parameters)

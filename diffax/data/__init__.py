@@ -1,6 +1,10 @@
-"""Input pipelines (grain) and data sources: text corpora, tokenizers, toy 2-D data, TFDS images."""
+"""Input pipelines (grain) and data sources: text corpora, tokenizers, toy 2-D data, TFDS images.
+
+`SOURCES` resolves `config.data.source` to a `Source` (see `diffax.data.sources`).
+"""
 
 from diffax.data.pipeline import heldout_batches, train_dataset, with_workers
+from diffax.data.sources import SOURCES, Source, TokenSource, VectorSource, build_source
 from diffax.data.text import (
     TokenCorpus,
     builtin_text,
@@ -22,6 +26,7 @@ from diffax.data.tfds_source import (
     unscale_images,
 )
 from diffax.data.tokenizers import (
+    TOKENIZERS,
     ByteTokenizer,
     CharTokenizer,
     Text8Tokenizer,
@@ -43,6 +48,12 @@ from diffax.data.toy import (
 )
 
 __all__ = [
+    "SOURCES",
+    "TOKENIZERS",
+    "Source",
+    "TokenSource",
+    "VectorSource",
+    "build_source",
     "KNOWN_IMAGE_DATASETS",
     "TOY_DISTRIBUTIONS",
     "ByteTokenizer",

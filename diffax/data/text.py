@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from diffax.data.tokenizers import CharTokenizer, Tokenizer, text8_normalize, tokenizers
+from diffax.data.tokenizers import TOKENIZERS, CharTokenizer, Tokenizer, text8_normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ def read_text_file(path: str) -> str:
 
 def make_tokenizer(name: str, text: str) -> Tokenizer:
     """A registered tokenizer by name; "char" is fitted to `text`."""
-    cls = tokenizers.get(name, "data.tokenizer")
+    cls = TOKENIZERS.get(name, "data.tokenizer")
     return CharTokenizer.fit(text) if cls is CharTokenizer else cls()
 
 

@@ -29,7 +29,8 @@ class Tokenizer(Protocol):
         """A 1-D sequence of ids back to text."""
 
 
-tokenizers: Registry = Registry("tokenizer")
+TOKENIZERS: Registry = Registry("tokenizer")
+tokenizers = TOKENIZERS  # the older lower-case name
 
 _TEXT8_ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 
@@ -39,7 +40,7 @@ def text8_normalize(text: str) -> str:
     return re.sub(r"[^a-z]+", " ", text.lower())
 
 
-@tokenizers.register("text8")
+@TOKENIZERS.register("text8")
 class Text8Tokenizer:
     """27 symbols: a-z (ids 0..25) and space (id 26). `encode` normalises text8-style first."""
 
@@ -57,7 +58,7 @@ class Text8Tokenizer:
         return "".join(self.alphabet[int(i)] if 0 <= int(i) < 27 else "_" for i in ids)
 
 
-@tokenizers.register("char")
+@TOKENIZERS.register("char")
 class CharTokenizer:
     """One id per distinct character of a reference text (sorted), e.g. 65 for tinyshakespeare.
 
@@ -92,7 +93,7 @@ class CharTokenizer:
         return "".join(self.alphabet[int(i)] if 0 <= int(i) < self.vocab_size else "_" for i in ids)
 
 
-@tokenizers.register("byte")
+@TOKENIZERS.register("byte")
 class ByteTokenizer:
     """UTF-8 bytes: 256 ids."""
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffax.discrete.processes import Masked, Process
+from diffax.discrete.processes import Process
 from diffax.discrete.processes.base import HIGHEST, gather_column
 
 # Finite stand-in for log(0) so that 0 * log(0) terms of one-hot products vanish instead of NaN.
@@ -102,11 +102,12 @@ class EnumeratedTarget:
     def denoiser_probs(self, process: Process, x_t: jax.Array, t: jax.Array) -> jax.Array:
         """Exact p(x_0^l = v | x_t): `[B, L, V]` float32.
 
-        For `Masked` the result does not depend on t (it is evaluated at t = 1/2): the posterior
-        only asks which x_0 agree with the unmasked tokens, which keeps it defined for states
-        that are impossible at the given t (clean tokens at t = 1, as in infilling).
+        For an absorbing process (`mask_id` not None) the result does not depend on t (it is
+        evaluated at t = 1/2): the posterior only asks which x_0 agree with the unmasked tokens,
+        which keeps it defined for states that are impossible at the given t (clean tokens at
+        t = 1, as in infilling).
         """
-        if isinstance(process, Masked):
+        if process.mask_id is not None:
             t = jnp.full_like(t, 0.5)
         post = self.posterior(process, x_t, t)
         return jnp.einsum("bn,nlv->blv", post, self._one_hot, precision=HIGHEST)

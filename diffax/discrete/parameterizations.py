@@ -19,18 +19,18 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from diffax.core import batch_time, check_choice, check_shape, check_tokens
+from diffax.core import batch_time, check_shape, check_tokens
 from diffax.core.validation import check_ndim
+from diffax.discrete.processes import PREDICTIONS as PREDICTIONS
 from diffax.discrete.processes import Process
+from diffax.discrete.processes.base import check_prediction_name
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-PREDICTIONS = ("denoiser", "concrete_score")
 
 
 def check_prediction(prediction: str) -> None:
     """Raises `ValueError` unless `prediction` is "denoiser" or "concrete_score"."""
-    check_choice(prediction, PREDICTIONS, "prediction")
+    check_prediction_name(prediction)
 
 
 def check_sequences(x: jax.Array, num_ids: int, argument: str = "x0") -> None:
@@ -85,14 +85,6 @@ def as_denoiser(process: Process, output: jax.Array, x_t: jax.Array, t: jax.Arra
     if prediction == "denoiser":
         return jax.nn.log_softmax(output, axis=-1)
     return score_to_denoiser(process, output, x_t, t)
-
-
-def as_score(process: Process, output: jax.Array, x_t: jax.Array, t: jax.Array, prediction: str):
-    """The model output as log concrete scores `[B, L, V]`, whatever `prediction` is."""
-    check_prediction(prediction)
-    if prediction == "concrete_score":
-        return output
-    return denoiser_to_score(process, output, x_t, t)
 
 
 def reverse_rates(

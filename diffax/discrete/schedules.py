@@ -27,7 +27,8 @@ import jax.numpy as jnp
 from diffax.core import Registry, pytree_dataclass, static_field
 from diffax.core.validation import check_number, check_ordered
 
-schedules: Registry = Registry("schedule")
+SCHEDULES: Registry = Registry("schedule")
+schedules = SCHEDULES  # the lower-case name from before the registries were renamed
 
 
 def _f32(t: jax.Array) -> jax.Array:
@@ -74,7 +75,7 @@ def check_schedule(schedule: object, argument: str = "schedule") -> None:
     if missing:
         raise TypeError(
             f"{argument} must be a schedule object (e.g. LinearSchedule(); registered names: "
-            f"{', '.join(schedules.names())}), got {schedule!r} without {', '.join(missing)}"
+            f"{', '.join(SCHEDULES.names())}), got {schedule!r} without {', '.join(missing)}"
         )
 
 
@@ -99,7 +100,7 @@ class _ScheduleMethods:
             return float(self.alpha(jnp.float32(t)))
 
 
-@schedules.register("linear")
+@SCHEDULES.register("linear")
 @pytree_dataclass
 class LinearSchedule(_ScheduleMethods):
     """alpha(t) = 1 - t, so sigma_bar(t) = -log(1 - t) and beta(t) = 1 / (1 - t).
@@ -137,7 +138,7 @@ class LinearSchedule(_ScheduleMethods):
         return 1.0 - _f32(a)
 
 
-@schedules.register("cosine")
+@SCHEDULES.register("cosine")
 @pytree_dataclass
 class CosineSchedule(_ScheduleMethods):
     """alpha(t) = 1 - cos(pi/2 (1 - t)) = 2 sin^2(u / 2) with u = pi/2 (1 - t).
@@ -180,7 +181,7 @@ class CosineSchedule(_ScheduleMethods):
         return jnp.arcsin(1.0 - _f32(a)) * (2.0 / math.pi)
 
 
-@schedules.register("loglinear")
+@SCHEDULES.register("loglinear")
 @pytree_dataclass
 class LogLinearSchedule(_ScheduleMethods):
     """sigma_bar(t) = -log(1 - (1 - eps) t): alpha(t) = 1 - (1 - eps) t, alpha(1) = eps.
@@ -221,7 +222,7 @@ class LogLinearSchedule(_ScheduleMethods):
         return (1.0 - _f32(a)) / (1.0 - self.eps)
 
 
-@schedules.register("geometric")
+@SCHEDULES.register("geometric")
 @pytree_dataclass
 class GeometricSchedule(_ScheduleMethods):
     """sigma_bar(t) = sigma_min^(1 - t) sigma_max^t (geometric total noise).
@@ -275,7 +276,7 @@ class GeometricSchedule(_ScheduleMethods):
         return jnp.log(-jnp.log(_f32(a)) / self.sigma_min) / self._log_ratio
 
 
-@schedules.register("polynomial")
+@SCHEDULES.register("polynomial")
 @pytree_dataclass
 class PolynomialSchedule(_ScheduleMethods):
     """alpha(t) = 1 - t^power (power = 1 is the linear schedule).

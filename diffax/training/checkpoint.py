@@ -1,7 +1,8 @@
-"""Checkpoints with orbax `CheckpointManager`: train state, data-iterator position, metadata.
+"""Checkpoints with orbax `CheckpointManager`: train state and data-iterator position.
 
-Each checkpoint is a step directory holding three items (`args.Composite`): `state` (the train
-state pytree), `data` (the grain iterator state, one file per process) and `meta` (JSON). orbax
+Each checkpoint is a step directory holding two items (`args.Composite`): `state` (the train
+state pytree, whose `step` is the step) and `data` (the grain iterator state, one file per
+process). Checkpoints of earlier versions also hold a `meta` item, which nothing reads. orbax
 writes into a temporary directory and renames it when complete, so a save killed half-way is never
 listed as a step and `latest_step()` is always a complete checkpoint.
 """
@@ -50,7 +51,7 @@ class Checkpointer:
             read_only=read_only,
         )
         self.directory = os.path.abspath(directory)
-        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        handlers = {"state": ocp.StandardCheckpointHandler()}
         if not read_only:
             handlers["data"] = grain.checkpoint.CheckpointHandler()
         verbosity = logging.get_verbosity()
@@ -89,7 +90,7 @@ class Checkpointer:
         """Steps of all complete checkpoints, ascending."""
         return sorted(self._retry(self._manager.all_steps))
 
-    def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any]) -> None:
+    def save(self, step: int, state: Any, data_iterator: Any) -> None:
         """Writes checkpoint `step` (asynchronously when enabled). Every process must call it."""
         if step in self._manager.all_steps():
             return
@@ -98,28 +99,22 @@ class Checkpointer:
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=grain.checkpoint.CheckpointSave(data_iterator),
-                meta=ocp.args.JsonSave(meta),
             ),
             force=True,
         )
 
-    def restore(
-        self, step: int, abstract_state: Any, data_iterator: Any = None
-    ) -> tuple[Any, dict]:
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
         """Restores `step` into arrays laid out like `abstract_state` (shapes + shardings).
 
         The data iterator, when given, is restored in place (eval and sample pass none). The
         target shardings come from the current mesh, so a checkpoint written on a different
         number of devices restores onto this one.
         """
-        items = {
-            "state": ocp.args.StandardRestore(abstract_state),
-            "meta": ocp.args.JsonRestore(),
-        }
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"], restored["meta"]
+        return restored["state"]
 
     def reload(self) -> None:
         """Re-reads the list of steps from disk (a live training may have added or removed some)."""

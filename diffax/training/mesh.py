@@ -94,3 +94,10 @@ def param_shardings(params: nnx.State, rules: Sequence[tuple[str, str | None]], 
         return NamedSharding(mesh, _spec_for(v.shape, axes, rules, mesh))
 
     return jax.tree.map(one, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def global_array(local, sharding: NamedSharding) -> jax.Array:
+    """Assembles per-process host data `[B / P, ...]` into one global array `[B, ...]`."""
+    import numpy as np
+
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local))

@@ -3,9 +3,11 @@
 `validate_config` checks every value range the train/eval/sample code relies on (counts, sizes,
 probabilities, learning-rate and time intervals), so that a bad value is one `ValueError` naming
 the key, its value and what is allowed, raised before `config.json`, checkpoints or logs exist.
-Choices by name (samplers, processes, tokenizers, ...) and the parameters of library objects
-(schedules, processes) are checked where they are resolved, when the task is built; that also
-happens before anything is written (see `diffax.training.loop.train`).
+It also checks `sample.options` (with `sample.temperature` / `sample.top_p`) against the keywords
+of `sample.sampler` in the task's half, so a misspelled option is one error naming it and the
+allowed ones. Other choices by name (processes, tokenizers, ...) and the parameters of library
+objects (schedules, processes) are checked where they are resolved, when the task is built; that
+also happens before anything is written (see `diffax.training.loop.train`).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def validate_config(config) -> None:
     # eval
     _int(config, "eval.every_steps", 0)
     _int(config, "eval.batch_size", 1)
-    _int(config, "eval.num_samples", 1)
+    _int(config, "eval.num_time_samples", 1)
     _int(config, "eval.max_batches", 0)
     # sample
     _int(config, "sample.num_steps", 1)
@@ -119,9 +121,17 @@ def validate_config(config) -> None:
             "smaller than t_max (both in [0, 1])"
         )
     _real(config, "continuous.sigma_data", 0.0, _INF, low_open=True, high_open=True)
+    _check_sample_options(config)
     t = config.train
     if t.batch_size % t.accum_steps:
         raise ValueError(
             f"train.batch_size={t.batch_size} is not divisible by train.accum_steps="
             f"{t.accum_steps}; allowed: a batch size that is a multiple of accum_steps"
         )
+
+
+def _check_sample_options(config) -> None:
+    """`sample.sampler` names a sampler of the task's half and every option is one of its own."""
+    from diffax.training.tasks import TASKS, sample_options
+
+    sample_options(config.sample, TASKS.get(config.task, "task").sampler_options)

@@ -59,7 +59,7 @@ def timed(fn, *args, repeats: int):
     return out, statistics.median(times)
 
 
-def sampler_configs(name: str, spec: dc.SamplerSpec, quick: bool):
+def sampler_configs(name: str, step: dc.Step, quick: bool):
     """(requested NFE, sample() options) pairs for one sampler."""
     nfes = (5, 20) if quick else NFES
     if name == "adaptive_ode":
@@ -75,7 +75,7 @@ def sampler_configs(name: str, spec: dc.SamplerSpec, quick: bool):
             for n, tol in zip(nfes, tols, strict=True)
         ]
     # All fixed-step samplers end with one denoising evaluation (their default).
-    return [(n, {"num_steps": max(1, round((n - 1) / spec.evals_per_step))}) for n in nfes]
+    return [(n, {"num_steps": max(1, round((n - 1) / step.evals_per_step))}) for n in nfes]
 
 
 def bench_samplers(target, process, num_samples, repeats, quick, key):
@@ -92,8 +92,8 @@ def bench_samplers(target, process, num_samples, repeats, quick, key):
     }
     rows = []
     for name in dc.SAMPLERS.names():
-        spec = dc.SAMPLERS.get(name)
-        for requested, options in sampler_configs(name, spec, quick):
+        step = dc.SAMPLERS.get(name)()
+        for requested, options in sampler_configs(name, step, quick):
             fn = jax.jit(
                 lambda k, name=name, options=options: dc.sample(
                     k, process, model, (num_samples, target.dim), sampler=name, **options
@@ -174,16 +174,13 @@ def bench_adaptive_backends(target, process, num_samples, repeats, key):
 
     def solver(backend, method, tol):
         return jax.jit(
-            lambda x: dc.samplers.adaptive_ode(
+            lambda x: dc.run_steps(
                 None,
+                dc.samplers.adaptive_ode(rtol=tol, atol=tol, backend=backend, method=method),
                 process,
                 model,
                 x,
                 ts,
-                rtol=tol,
-                atol=tol,
-                backend=backend,
-                method=method,
                 denoise=False,
             )
         )

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import diffax.continuous as dc
 
@@ -52,3 +53,19 @@ def test_elbo_bpd_of_8bit_data_bounds_the_true_nll():
     se = float(total.std()) / math.sqrt(total.shape[0])
     assert float(total.mean()) > 2.0 - 3 * se
     assert float(total.mean()) < 2.3, float(total.mean())
+
+
+def test_elbo_time_samplers():
+    """Every sampler that estimates the uniform-time integral gives an unbiased diffusion term, by
+    name or as an object (same draws); "lognormal" defines its own law and is refused."""
+    process = dc.VP()
+    gm = dc.GaussianMixture(jnp.ones(1), jnp.asarray([[0.3, -0.2]]), jnp.asarray([[0.5, 0.8]]))
+    y = gm.sample(jax.random.PRNGKey(0), 64)
+    model, key = gm.model_fn(process, "eps"), jax.random.PRNGKey(1)
+    by_name = dc.elbo_terms(key, process, model, y, time_sampler="stratified")
+    by_object = dc.elbo_terms(key, process, model, y, time_sampler=dc.time_samplers.stratified())
+    np.testing.assert_array_equal(by_name.diffusion, by_object.diffusion)
+    with pytest.raises(ValueError, match="'lognormal' does not estimate.*antithetic"):
+        dc.elbo_terms(key, process, model, y, time_sampler="lognormal")
+    with pytest.raises(ValueError, match="unknown time sampler 'sobol'"):
+        dc.elbo_terms(key, process, model, y, time_sampler="sobol")

@@ -127,6 +127,7 @@ def test_likelihood_errors():
         )
 
 
+@pytest.mark.slow
 def test_likelihood_evaluates_the_model_only_inside_its_interval(ring_mixture):
     """The starting-step heuristic must not probe the model past t_max (or before t_min)."""
     seen = []

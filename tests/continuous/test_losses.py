@@ -1,11 +1,13 @@
 """DSM losses against their analytic minima; time samplers against exact expectations."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import diffax.continuous as dc
+from diffax.core import UnknownOptionError
 
 from .conftest import ALL_PROCESSES
 
@@ -31,7 +33,8 @@ def test_dsm_loss_of_exact_model_is_the_analytic_minimum(weighting, name):
     process = {"vp": dc.VP(), "rectified_flow": dc.RectifiedFlow()}[name]
     model = GAUSS.model_fn(process, "v")
     x0 = GAUSS.sample(jax.random.PRNGKey(0), 50_000)
-    space = dc.WEIGHTINGS.get(weighting)[0]
+    space = dc.WEIGHTINGS.get(weighting)().space
+    options = {"snr_gamma": 5.0} if weighting == "snr" else {}
     for t in (0.1, 0.5, 0.9):
         loss = dc.dsm_loss(
             jax.random.PRNGKey(1),
@@ -41,27 +44,26 @@ def test_dsm_loss_of_exact_model_is_the_analytic_minimum(weighting, name):
             prediction="v",
             weighting=weighting,
             t=t,
-            snr_gamma=5.0,
+            **options,
         )
-        w = float(dc.loss_weight(weighting, process, jnp.float32(t), snr_gamma=5.0))
+        w = float(dc.loss_weight(weighting, process, jnp.float32(t), **options))
         np.testing.assert_allclose(
             loss.mean(), w * _posterior_variance(process, space, t), rtol=0.03, err_msg=f"t={t}"
         )
 
 
-def test_weights_in_closed_form():
+TRANSFORMS = [pytest.param(lambda f: f, id="eager"), pytest.param(jax.jit, id="jit")]
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_weights_in_closed_form(transform):
     vp, t = dc.VP(), jnp.asarray([0.2, 0.7])
+    weight = lambda name, **options: transform(lambda u: dc.loss_weight(name, vp, u, **options))(t)
     snr = np.exp(np.asarray(vp.log_snr(t), np.float64))
-    np.testing.assert_allclose(
-        dc.loss_weight("snr", vp, t, snr_gamma=5.0), np.minimum(snr, 5), rtol=1e-5
-    )
-    np.testing.assert_allclose(
-        dc.loss_weight("likelihood", vp, t), vp.g2(t) / vp.sigma(t) ** 2, rtol=1e-4
-    )
+    np.testing.assert_allclose(weight("snr", snr_gamma=5.0), np.minimum(snr, 5), rtol=1e-5)
+    np.testing.assert_allclose(weight("likelihood"), vp.g2(t) / vp.sigma(t) ** 2, rtol=1e-4)
     s2 = 1 / snr
-    np.testing.assert_allclose(
-        dc.loss_weight("edm", vp, t, sigma_data=0.5), (s2 + 0.25) / (s2 * 0.25), rtol=1e-4
-    )
+    np.testing.assert_allclose(weight("edm", sigma_data=0.5), (s2 + 0.25) / (s2 * 0.25), rtol=1e-4)
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "stratified", "antithetic", "importance"])
@@ -169,6 +171,7 @@ GRID = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, weighting, prediction, t", GRID)
 def test_dsm_loss_at_exact_endpoints(name, weighting, prediction, t):
     """Every process x weighting x prediction at t = 0 and 1: the finite limit (value and gradient
@@ -186,6 +189,7 @@ def test_dsm_loss_at_exact_endpoints(name, weighting, prediction, t):
     np.testing.assert_allclose(grad, near_grad, rtol=2e-3, atol=2e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ALL_PROCESSES))
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
 def test_loss_weights_at_exact_endpoints(name, weighting):
@@ -268,3 +272,80 @@ def test_losses_need_a_batch_axis():
         dc.dsm_loss(key, vp, model, X0[:, 0])
     with pytest.raises(ValueError, match=r"y has shape \(6,\); expected \[B, \.\.\.\]"):
         dc.elbo_terms(key, vp, model, X0[:, 0])
+
+
+# -- factories, names and strict options -------------------------------------------------------
+
+
+def test_unknown_and_unused_options_are_errors():
+    """`sigmadata=0.01` used to give the default edm loss silently; options that the chosen
+    weighting or time sampler does not take are errors too."""
+    vp, key, model = dc.VP(), jax.random.PRNGKey(0), lambda x, t: x
+    with pytest.raises(UnknownOptionError, match="'sigmadata'.*allowed options: sigma_data"):
+        dc.dsm_loss(key, vp, model, X0, weighting="edm", sigmadata=0.01)
+    with pytest.raises(UnknownOptionError, match="'sigma_data'.*takes no options"):
+        dc.dsm_loss(key, vp, model, X0, weighting="eps", sigma_data=0.5)
+    with pytest.raises(UnknownOptionError, match="'p_mean'.*allowed options: snr_gamma"):
+        dc.dsm_loss(key, vp, model, X0, weighting="snr", time_sampler="uniform", p_mean=0.0)
+    with pytest.raises(UnknownOptionError, match="'snr_gamma'.*allowed options: sigma_data"):
+        dc.loss_weight("edm", vp, 0.5, snr_gamma=5.0)
+    with pytest.raises(UnknownOptionError, match="'p_std'.*takes no options"):
+        dc.sample_times(key, 4, vp, sampler="uniform", p_std=1.0)
+    with pytest.raises(UnknownOptionError, match="'sigma_data'.*an object binds its own"):
+        dc.dsm_loss(key, vp, model, X0, weighting=dc.weightings.edm(), sigma_data=0.3)
+    with pytest.raises(TypeError, match="weighting must be a Weighting"):
+        dc.loss_weight(lambda p, t: t, vp, 0.5)
+    with pytest.raises(ValueError, match="p_std=-1.0.*std must"):
+        dc.sample_times(key, 4, vp, sampler="lognormal", p_std=-1.0)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_factory_objects_equal_their_names(transform):
+    vp, key = dc.VP(), jax.random.PRNGKey(2)
+    model = lambda x, t: 0.5 * x + t[:, None]
+    t = jnp.asarray([0.2, 0.7])
+    lognormal = dc.time_samplers.lognormal(mean=-1.0, std=0.5)
+    cases = [
+        (dc.weightings.edm(sigma_data=0.3), "edm", {"sigma_data": 0.3}),
+        (dc.weightings.snr(gamma=5.0), "snr", {"snr_gamma": 5.0}),
+        (dc.weightings.likelihood(), "likelihood", {}),
+        (dc.weightings.flow_matching(), "flow_matching", {}),
+    ]
+    for obj, name, options in cases:
+        by_object = transform(lambda u, w=obj: dc.loss_weight(w, vp, u))(t)
+        by_name = transform(lambda u, n=name, o=options: dc.loss_weight(n, vp, u, **o))(t)
+        np.testing.assert_array_equal(by_object, by_name)
+        loss_object = transform(
+            lambda k, w=obj: dc.dsm_loss(k, vp, model, X0, weighting=w, time_sampler=lognormal)
+        )(key)
+        loss_name = transform(
+            lambda k, n=name, o=options: dc.dsm_loss(
+                k, vp, model, X0, weighting=n, time_sampler="lognormal", p_mean=-1.0, p_std=0.5, **o
+            )
+        )(key)
+        chex.assert_shape(loss_object, (X0.shape[0],))
+        np.testing.assert_array_equal(loss_object, loss_name)
+
+
+def test_stratified_and_antithetic_times():
+    """ "stratified": (u + i)/B with one shared u; "antithetic": pairs (u, 1 - u)."""
+    key, vp, b = jax.random.PRNGKey(3), dc.VP(), 8
+    t, w = dc.sample_times(key, b, vp, sampler=dc.time_samplers.stratified(), t_min=0.0)
+    chex.assert_shape([t, w], (b,))
+    offsets = np.asarray(t, np.float64) * b - np.arange(b)
+    assert np.all((offsets >= 0) & (offsets < 1))
+    np.testing.assert_allclose(offsets, offsets[0], atol=1e-5)
+    t, _ = dc.sample_times(key, b, vp, sampler="antithetic", t_min=0.0)
+    np.testing.assert_allclose(t[: b // 2] + t[b // 2 :], 1.0, atol=1e-6)
+
+
+def test_user_weighting_and_time_sampler_plug_in():
+    """A user `Weighting` (w = 2 in eps space) is twice the eps loss; a user `TimeSampler` that
+    always draws t = 0.3 is the loss at fixed t = 0.3."""
+    vp, key = dc.VP(), jax.random.PRNGKey(4)
+    model = lambda x, t: 0.5 * x + t[:, None]
+    double = dc.Weighting(space="eps", weight=lambda process, t: jnp.full_like(t, 2.0))
+    fixed = dc.TimeSampler(lambda k, b, p, lo, hi: (jnp.full((b,), 0.3), jnp.ones((b,))))
+    loss = dc.dsm_loss(key, vp, model, X0, weighting=double, time_sampler=fixed)
+    eps_loss = dc.dsm_loss(key, vp, model, X0, weighting="eps", t=0.3)
+    np.testing.assert_allclose(loss, 2.0 * eps_loss, rtol=1e-6)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import diffax.continuous as dc
+from diffax.core import pytree_dataclass
 
 from .conftest import ALL_PROCESSES
 
@@ -124,8 +125,8 @@ def test_processes_are_pytrees_under_jit():
         return process.sigma(t)
 
     np.testing.assert_allclose(sig(dc.VP(beta_max=10.0), 0.5), dc.VP(beta_max=10.0).sigma(0.5))
-    leaves = jax.tree_util.tree_leaves(dc.VP())
-    assert len(leaves) == 4  # schedule is static
+    # The schedule object is a child node: its numbers are the only leaves.
+    assert jax.tree_util.tree_leaves(dc.VP()) == [0.1, 20.0]
 
 
 def test_bad_arguments():
@@ -197,3 +198,74 @@ def test_vp_cosine_is_accurate_near_t0():
     sigma = np.sqrt(1.0 - alpha**2)
     np.testing.assert_allclose(vc.sigma(jnp.asarray(t, jnp.float32)), sigma, rtol=1e-4)
     np.testing.assert_allclose(vc.log_alpha(jnp.asarray(t, jnp.float32)), np.log(alpha), rtol=1e-4)
+
+
+# -- VP schedules as objects ------------------------------------------------------------------
+
+TRANSFORMS = [pytest.param(lambda f: f, id="eager"), pytest.param(jax.jit, id="jit")]
+VP_METHODS = ("alpha", "sigma", "log_alpha", "log_snr", "f", "g2", "dlog_snr_dt", "t_from_log_snr")
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_vp_schedule_object_equals_keyword_form(transform):
+    """VP(schedule=LinearBeta(a, b)) is VP(beta_min=a, beta_max=b), bit for bit; same for the
+    cosine schedule and its name."""
+    t = jnp.linspace(0.0, 1.0, 13)
+    pairs = [
+        (dc.VP(schedule=dc.processes.LinearBeta(0.2, 12.0)), dc.VP(beta_min=0.2, beta_max=12.0)),
+        (dc.VP(schedule=dc.processes.LinearBeta()), dc.VP(schedule="linear")),
+        (
+            dc.VP(schedule=dc.processes.CosineSchedule(s=0.01, t_max=0.99)),
+            dc.VP(schedule="cosine", cosine_s=0.01, cosine_t_max=0.99),
+        ),
+        (dc.SubVP(schedule=dc.processes.LinearBeta(0.2, 12.0)), dc.SubVP(0.2, 12.0)),
+    ]
+    for with_object, with_keywords in pairs:
+        assert with_object == with_keywords
+        for method in VP_METHODS:
+            arg = -t * 10 + 5 if method == "t_from_log_snr" else t
+            run = transform(lambda p, u, m=method: getattr(p, m)(u))
+            np.testing.assert_array_equal(run(with_object, arg), run(with_keywords, arg))
+
+
+@pytree_dataclass
+class ConstantBeta(dc.processes.VPSchedule):
+    """A user schedule that defines log alpha only: beta(t) = b, alpha = exp(-b t / 2)."""
+
+    b: float = 3.0
+
+    def log_alpha(self, t):
+        return -0.5 * self.b * t
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_user_schedule_plugs_into_vp(transform):
+    """beta (autodiff), f, g^2 and t_from_log_snr (bisection) of a user schedule against the
+    closed forms alpha = exp(-b t / 2), f = -b / 2, g^2 = b, logSNR = -log(exp(b t) - 1)."""
+    vp = dc.VP(schedule=ConstantBeta(3.0))
+    t = jnp.linspace(0.05, 1.0, 9)
+    alpha = np.exp(-1.5 * np.asarray(t, np.float64))
+    call = lambda m, u: transform(lambda p, x: getattr(p, m)(x))(vp, u)
+    np.testing.assert_allclose(call("alpha", t), alpha, rtol=1e-6)
+    np.testing.assert_allclose(call("sigma", t), np.sqrt(1 - alpha**2), rtol=1e-6)
+    np.testing.assert_allclose(call("f", t), -1.5, rtol=1e-6)
+    np.testing.assert_allclose(call("g2", t), 3.0, rtol=1e-6)
+    lam = -np.log(np.expm1(3.0 * np.asarray(t, np.float64)))
+    np.testing.assert_allclose(call("log_snr", t), lam, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(call("t_from_log_snr", jnp.asarray(lam, jnp.float32)), t, atol=1e-5)
+    out = jax.jit(lambda p: p.alpha(0.5))(vp)  # the schedule travels through jit as a pytree
+    np.testing.assert_allclose(out, np.exp(-0.75), rtol=1e-6)
+
+
+def test_schedule_names_and_keywords_are_checked():
+    with pytest.raises(ValueError, match="unknown VP schedule 'quadratic'.*cosine, linear"):
+        dc.VP(schedule="quadratic")
+    with pytest.raises(ValueError, match="cosine_s.*must come with schedule='cosine'"):
+        dc.VP(cosine_s=0.01)
+    with pytest.raises(ValueError, match="beta_min.*must come with schedule='linear'"):
+        dc.VP(0.1, 20.0, schedule="cosine")
+    with pytest.raises(ValueError, match="must not be given with a schedule object"):
+        dc.VP(beta_min=0.2, schedule=dc.processes.LinearBeta())
+    with pytest.raises(TypeError, match="schedule must be a VP schedule object"):
+        dc.VP(schedule=object())
+    assert dc.processes.SCHEDULES.get("cosine") is dc.processes.CosineSchedule

@@ -102,6 +102,7 @@ def test_heldout_batches():
         heldout_batches(np.arange(20, dtype=np.int32), 10, 4)
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches_and_resume():
     ids = np.arange(500, dtype=np.int32)
     plain = iter(train_dataset(ids, 8, 4, seed=1))

@@ -1,5 +1,6 @@
 """elbo(): every process and both predictions, stratified over t; bits per token."""
 
+import chex
 import discrete_support as sup
 import jax
 import jax.numpy as jnp
@@ -51,3 +52,42 @@ def test_elbo_arguments():
         dd.elbo(jax.random.key(0), process, model, X0, prediction="x0")
     with pytest.raises(ValueError, match="num_samples"):
         dd.elbo(jax.random.key(0), process, model, X0, num_samples=0)
+
+
+ELBO_TERM_CASES = {
+    "masked-loglinear": (dd.Masked(sup.V, dd.LogLinearSchedule(0.1)), "denoiser"),
+    "uniform-geometric": (dd.Uniform(sup.V, dd.GeometricSchedule(0.05, 1.0)), "denoiser"),
+    "general-geometric": (
+        dd.General(sup.random_generator(sup.V, seed=1), dd.GeometricSchedule(0.05, 0.5)),
+        "denoiser",
+    ),
+}
+EAGER, JIT = (lambda f: f), jax.jit
+
+
+@pytest.mark.parametrize(
+    "name, transform",
+    [("masked-loglinear", EAGER), ("masked-loglinear", JIT)]
+    + [("uniform-geometric", JIT), ("general-geometric", JIT)],
+    ids=["masked-eager", "masked-jit", "uniform-jit", "general-jit"],
+)
+def test_elbo_terms_sum_to_elbo_and_prior_is_closed_form(name, transform):
+    """`elbo_terms` splits `elbo` (same key, same value) into typed `[B]` terms; the prior term
+    is KL(q_1(. | x_0) || prior) in closed form, per token for these alpha(1) > 0 schedules."""
+    process, prediction = ELBO_TERM_CASES[name]
+    model = TGT.denoiser(process) if prediction == "denoiser" else TGT.concrete_score(process)
+    kw = dict(prediction=prediction, num_samples=1)
+    terms = transform(lambda k: dd.elbo_terms(k, process, model, X0, **kw))(jax.random.key(1))
+    total = transform(lambda k: dd.elbo(k, process, model, X0, **kw))(jax.random.key(1))
+    assert isinstance(terms, dd.ELBOTerms)
+    chex.assert_shape(list(terms), (len(X0),))
+    chex.assert_trees_all_close(terms.prior + terms.reconstruction + terms.diffusion, total)
+    chex.assert_trees_all_close(terms.total, total)
+    q = np.asarray(process.marginal_probs(X0, jnp.ones(len(X0))), np.float64)
+    prior = np.asarray(process.prior_probs(), np.float64)
+    closed = np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0) / prior), 0.0).sum(axis=(1, 2))
+    assert np.all(closed > 0.01)
+    np.testing.assert_allclose(terms.prior, closed, rtol=1e-4)
+    if process.schedule.alpha_at(0.0) == 1.0:
+        np.testing.assert_array_equal(terms.reconstruction, 0.0)
+    assert np.all(np.asarray(terms.diffusion) >= 0.0)

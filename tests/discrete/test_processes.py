@@ -1,5 +1,6 @@
 """Forward processes: closed forms against expm and against Monte-Carlo simulation of the CTMC."""
 
+import chex
 import discrete_support as sup
 import jax
 import jax.numpy as jnp
@@ -155,6 +156,7 @@ def test_processes_are_static_pytrees():
     assert dd.Masked(3).num_input_ids == 4 and dd.Uniform(3).num_input_ids == 3
     assert general.num_input_ids == 3 and general.vocab_size == 3
     assert dd.processes.names() == ["general", "masked", "uniform"]
+    assert dd.PROCESSES is dd.processes
 
 
 def test_processes_refuse_non_schedules():
@@ -188,3 +190,36 @@ def test_general_spectral_gap_and_ergodicity():
         with pytest.raises(ValueError, match="t must lie in"):
             dd.ctmc_elbo(jax.random.key(0), process, model, x0, t=jnp.ones(2))
         assert np.all(np.isfinite(dd.ctmc_elbo(jax.random.key(0), process, model, x0, t=0.5)))
+
+
+def test_protocol_members_on_every_process():
+    """The members losses and samplers read instead of testing the class: absorbing state,
+    prediction support, the alpha = 0 rate limit and the prior KL (closed forms vs generic)."""
+    two_sinks = np.array([[-1.0, 0.5, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    cases = [
+        (dd.Masked(3), 3, False),
+        (dd.Uniform(3), None, True),
+        (dd.General(sup.random_generator(3, 1)), None, True),
+        (dd.General(two_sinks), None, False),
+        (dd.General(0.2 * np.array([[-1.0, 1.0], [1.0, -1.0]])), None, False),
+    ]
+    x0 = jnp.array([[0, 1], [1, 0]], jnp.int32)
+    for process, mask_id, converge in cases:
+        assert process.mask_id == mask_id
+        assert process.rates_converge_at_alpha0 is converge
+        process.check_prediction("denoiser")
+        with pytest.raises(ValueError, match="prediction"):
+            process.check_prediction("x0")
+        for fn in (lambda f: f, jax.jit):
+            kl = fn(process.prior_kl)(x0)
+            chex.assert_shape(kl, (2,))
+            np.testing.assert_allclose(kl, dd.prior_kl_from_marginal(process, x0), atol=1e-6)
+    with pytest.raises(ValueError, match=r"alpha\(1\) > 0"):
+        dd.Masked(3).check_prediction("concrete_score")
+    dd.Masked(3, dd.LogLinearSchedule(1e-3)).check_prediction("concrete_score")
+    for sched in (dd.LogLinearSchedule(0.2), dd.GeometricSchedule(0.1, 1.0)):
+        for process in (dd.Masked(3, sched), dd.Uniform(3, sched)):
+            closed = jax.jit(process.prior_kl)(x0)
+            generic = dd.prior_kl_from_marginal(process, x0)
+            assert np.all(np.asarray(generic) > 1e-3)
+            np.testing.assert_allclose(closed, generic, rtol=1e-4)

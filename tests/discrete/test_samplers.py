@@ -251,6 +251,19 @@ def test_analytic_score_step_where_alpha_is_zero_cosine():
     assert tv(analytic) <= tv(ancestral) + 3 * se, (tv(analytic), tv(ancestral), se)
 
 
+def test_ancestral_score_step_where_alpha_is_zero():
+    """The alpha = 0 limit lives in the model wrapper, so ancestral driven by the concrete score
+    of Uniform (linear schedule) has the law of ancestral driven by the denoiser."""
+    process = dd.Uniform(sup.V)
+    ancestral, _ = sup.run_sampler(process, TGT.denoiser(process), "ancestral", 2, N_BIG)
+    score, nfe = sup.run_sampler(
+        process, TGT.concrete_score(process), "ancestral", 2, N_BIG, 1, prediction="concrete_score"
+    )
+    se = np.sqrt(2.0) * 0.5 / np.sqrt(N_BIG)
+    assert abs(tv(score) - tv(ancestral)) <= 3 * se, (tv(score), tv(ancestral), se)
+    assert nfe == 2
+
+
 def _nan_model(process, positions=slice(None), prediction="denoiser"):
     base = model_for(process, prediction)
 
@@ -316,8 +329,14 @@ def test_unknown_option_lists_the_allowed_ones(sampler):
             bogus_option=1,
         )
     with pytest.raises(ValueError, match=match):
-        dd.samplers.get(sampler)(
-            jax.random.key(0), process, model, (2, sup.L), num_steps=2, bogus_option=1
+        dd.sample(
+            jax.random.key(0),
+            process,
+            model,
+            (2, sup.L),
+            sampler=dd.SAMPLERS.get(sampler)(),
+            num_steps=2,
+            bogus_option=1,
         )
 
 

@@ -51,6 +51,7 @@ def test_endpoints_and_linear_default():
 def test_registry_and_bad_parameters():
     assert dd.schedules.names() == ["cosine", "geometric", "linear", "loglinear", "polynomial"]
     assert dd.schedules.get("linear") is dd.LinearSchedule
+    assert dd.SCHEDULES is dd.schedules
     with pytest.raises(ValueError, match="allowed values"):
         dd.schedules.get("quadratic")
     with pytest.raises(ValueError, match="sigma_min"):

@@ -18,7 +18,7 @@ def tiny_config(**overrides):
     config.checkpoint.every_steps = 3
     config.eval.batch_size = 16
     config.eval.max_batches = 2
-    config.eval.num_samples = 1
+    config.eval.num_time_samples = 1
     config.sample.num_steps = 4
     config.sample.num_samples = 4
     for key, value in overrides.items():

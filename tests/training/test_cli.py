@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+# Every test here starts `python -m experiments.main` in a subprocess: the slow tier.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -40,6 +43,20 @@ def test_bad_config_values(tmp_path, flag, message):
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_misspelled_sampler_option_fails_before_anything_is_written(tmp_path):
+    from tests.training.helpers import cli_command, tiny_config
+
+    config = tiny_config(**{"sample.sampler": "remdm", "sample.options": "eat=0.1"})
+    workdir = tmp_path / "w"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        cli_command(config, workdir), cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    _assert_one_line_error(result, 2, "unknown option 'eat' for sampler 'remdm'")
+    assert "allowed options: eta, strategy" in result.stderr
+    assert not workdir.exists()
 
 
 def test_missing_text_file(tmp_path):

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from configs import checkerboard, cifar10, mnist, toy2d
 from diffax import training
-from diffax.training.continuous_task import ContinuousDiffusionTask
+from diffax.training.tasks import ContinuousDiffusionTask
 
 
 def _set(config, overrides):
@@ -37,7 +37,7 @@ def tiny_toy(**overrides):
             "checkpoint.every_steps": 3,
             "data.num_heldout": 32,
             "eval.batch_size": 16,
-            "eval.num_samples": 1,
+            "eval.num_time_samples": 1,
             "sample.num_steps": 4,
             "sample.num_samples": 16,
             **overrides,
@@ -45,6 +45,7 @@ def tiny_toy(**overrides):
     )
 
 
+@pytest.mark.slow
 def test_toy_train_eval_sample(tmp_path):
     # One test (not a shared fixture), so pytest-xdist never trains the toy model twice.
     workdir = str(tmp_path)
@@ -68,6 +69,7 @@ def test_toy_train_eval_sample(tmp_path):
     assert np.isfinite(pf_ode["nll_bits_per_dim"])
 
 
+@pytest.mark.slow
 def test_mnist_with_mock_data(tmp_path):
     config = _set(
         mnist.get_config(),
@@ -154,7 +156,7 @@ def test_configs_build_and_validate(tmp_path):
 def test_loss_and_elbo_for_other_processes(overrides):
     task = ContinuousDiffusionTask(tiny_toy(**overrides))
     params = task.init_params()
-    batch = task.eval_batches(16)[0]
+    batch = task.source.eval_batches(16, 0)[0]
     loss, _ = jax.jit(task.loss)(params, jax.random.key(0), batch)
     nats = jax.jit(lambda p, k, b: task.eval_nats(p, k, b, 1))(params, jax.random.key(1), batch)
     assert np.isfinite(loss) and loss > 0

@@ -39,6 +39,7 @@ def test_cluster_detection(monkeypatch):
     assert distributed.cluster_detected()
 
 
+@pytest.mark.slow
 def test_launcher_propagates_a_failing_process(tmp_path):
     result = subprocess.run(
         [

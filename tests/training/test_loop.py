@@ -8,6 +8,9 @@ import pytest
 from diffax import training
 from tests.training.helpers import tiny_config
 
+# Every test here trains (end to end): the slow tier.
+pytestmark = pytest.mark.slow
+
 
 def _losses(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -39,6 +42,19 @@ def test_eval_and_sample_modes(finished):
     lines = training.sample(tiny_config(), workdir)
     assert len(lines) == 4 and all(len(line) == 16 for line in lines)
     assert set("".join(lines)) <= set("abcdefghijklmnopqrstuvwxyz ")
+
+
+def test_eval_and_sample_build_no_training_data(finished, monkeypatch):
+    from diffax.data.sources import CorpusSource
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("eval/sample built a training dataset")
+
+    monkeypatch.setattr(CorpusSource, "train_dataset", refuse)
+    workdir, result = finished
+    again = training.evaluate(tiny_config(), workdir)
+    assert again["elbo_bits_per_char"] == pytest.approx(result["elbo_bits_per_char"], rel=1e-5)
+    assert len(training.sample(tiny_config(), workdir)) == 4
 
 
 def test_resume_continues_exactly(tmp_path, finished):

@@ -98,6 +98,7 @@ def test_sigkill_during_checkpointing_resumes_from_last_complete(tmp_path, refer
         assert losses[step] == pytest.approx(reference[step], rel=1e-5), step
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     workdir = str(tmp_path / "run")
     training.train(tiny_config(**{"train.num_steps": 3}), workdir)

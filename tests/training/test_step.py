@@ -7,9 +7,12 @@ import optax
 import pytest
 
 from diffax.training import mesh as mesh_lib
+from diffax.training.mesh import global_array
 from diffax.training.step import init_train_state, jit_train_step, make_train_step, state_shardings
-from diffax.training.tasks import build_task, global_array
+from diffax.training.tasks import build_task
 from tests.training.helpers import tiny_config
+
+_RULES = tiny_config().mesh.rules
 
 
 def _run_steps(task, tx, mesh, batches, accum_steps=1, loss_fn=None):
@@ -17,9 +20,7 @@ def _run_steps(task, tx, mesh, batches, accum_steps=1, loss_fn=None):
     batch_sharding = mesh_lib.batch_sharding(mesh)
     params_sharding = jax.tree.unflatten(
         jax.tree.structure(jax.eval_shape(task.init_params)),
-        jax.tree.leaves(
-            mesh_lib.param_shardings(task.model_def.abstract_params, task.config.mesh.rules, mesh)
-        ),
+        jax.tree.leaves(mesh_lib.param_shardings(task.model_def.abstract_params, _RULES, mesh)),
     )
     init = lambda: init_train_state(task.init_params(), tx, 0)
     shardings = state_shardings(jax.eval_shape(init), params_sharding, tx, replicated)
@@ -64,9 +65,7 @@ def test_eight_devices_match_one_device(setup):
 def test_fsdp_shards_parameters(setup):
     task, _, _ = setup
     mesh = mesh_lib.make_mesh({"data": 2, "fsdp": 4})
-    shardings = mesh_lib.param_shardings(
-        task.model_def.abstract_params, task.config.mesh.rules, mesh
-    )
+    shardings = mesh_lib.param_shardings(task.model_def.abstract_params, _RULES, mesh)
     specs = {str(s.spec) for s in jax.tree.leaves(shardings)}
     assert any("fsdp" in s for s in specs)
 

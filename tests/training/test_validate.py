@@ -40,7 +40,7 @@ def test_shipped_configs_are_valid(name):
         ("optimizer.lr", 0.0, "(0.0, inf)"),
         ("optimizer.b2", 1.0, "[0.0, 1.0)"),
         ("eval.batch_size", 0, "an integer >= 1"),
-        ("eval.num_samples", 0, "an integer >= 1"),
+        ("eval.num_time_samples", 0, "an integer >= 1"),
         ("sample.temperature", 0.0, "(0.0, inf)"),
         ("sample.top_p", 0.0, "(0.0, 1.0]"),
         ("sample.num_steps", 0, "an integer >= 1"),

@@ -1,10 +1,11 @@
-"""Samplers for Gaussian diffusion processes, resolved by name through `SAMPLERS`.
+"""Samplers for Gaussian diffusion processes: `Step` objects run by `run_steps`.
 
-Importing this package registers every built-in sampler.
+Every built-in sampler is a factory that binds its hyper-parameters and returns a `Step`
+(`ddim(eta=1.0)`, `edm_heun(s_churn=5.0)`, `pc(predictor=ddim(eta=1.0))`, ...); `SAMPLERS` maps
+its name to the factory (importing this package registers them all). See docs/continuous.md.
 """
 
 from diffax.continuous.samplers.adaptive import adaptive_ode, adaptive_sde
-from diffax.continuous.samplers.base import SAMPLERS, SamplerSpec, register_sampler
 from diffax.continuous.samplers.ddim import ddim, ddim_step
 from diffax.continuous.samplers.dpm_solver import (
     dpm_solver_pp_2m,
@@ -12,13 +13,19 @@ from diffax.continuous.samplers.dpm_solver import (
     dpm_solver_pp_3m,
 )
 from diffax.continuous.samplers.edm import edm_heun
+from diffax.continuous.samplers.loop import run_steps
 from diffax.continuous.samplers.ode import ode_euler, ode_heun
+from diffax.continuous.samplers.pc import pc, predictor_corrector
+from diffax.continuous.samplers.registry import SAMPLERS, register_sampler
 from diffax.continuous.samplers.restart import restart
-from diffax.continuous.samplers.sde import euler_maruyama, langevin_step, predictor_corrector
+from diffax.continuous.samplers.sample import sample, sampler_options
+from diffax.continuous.samplers.sde import euler_maruyama, langevin_step
+from diffax.continuous.samplers.step import Model, Step, no_state
 
 __all__ = [
     "SAMPLERS",
-    "SamplerSpec",
+    "Model",
+    "Step",
     "adaptive_ode",
     "adaptive_sde",
     "ddim",
@@ -29,9 +36,14 @@ __all__ = [
     "edm_heun",
     "euler_maruyama",
     "langevin_step",
+    "no_state",
     "ode_euler",
     "ode_heun",
+    "pc",
     "predictor_corrector",
     "register_sampler",
     "restart",
+    "run_steps",
+    "sample",
+    "sampler_options",
 ]

@@ -1,6 +1,9 @@
 """Adaptive-step samplers: an embedded Runge-Kutta PF-ODE solver and the "Gotta Go Fast" SDE solver.
 
-Both take the common sampler signature but only use the grid's endpoints `ts[0]` and `ts[-1]`.
+Each step integrates adaptively from t to s, so on the 2-point grid `[t_max, t_min]` (what
+`sample` builds for them with `num_steps=1`) one step is the whole solve; on a longer grid every
+interval is a separate adaptive solve. `info["nfe"]` is what was spent; `info["num_steps"]`
+(attempted steps or iterations, summed over intervals) and `info["success"]` come from the state.
 """
 
 from __future__ import annotations
@@ -9,92 +12,78 @@ import jax
 import jax.numpy as jnp
 
 from diffax.continuous.adaptive_rk import solve_adaptive
-from diffax.continuous.parameterizations import ModelFn, make_denoiser, pf_ode_velocity
-from diffax.continuous.processes import GaussianProcess
-from diffax.continuous.samplers.base import finish, register_sampler
+from diffax.continuous.samplers.registry import register_sampler
 from diffax.continuous.samplers.sde import reverse_sde_drift
+from diffax.continuous.samplers.step import Step
 from diffax.core.arrays import expand_as, sum_event
 
 
-@register_sampler(
-    "adaptive_ode",
-    t_min=1e-3,
-    grid="uniform",
-    uses_sde_t_max=False,
-    evals_per_step=float("nan"),
-    reference="Song et al. 2021, SDEs (PF-ODE with RK45); Dormand & Prince 1980",
-)
+def _solve_state(model, x, ts):
+    del model, x, ts
+    return {"num_steps": jnp.int32(0), "success": jnp.bool_(True)}
+
+
+def _add_solve(state: dict, num_steps: jax.Array, success: jax.Array) -> dict:
+    return {"num_steps": state["num_steps"] + num_steps, "success": state["success"] & success}
+
+
+def _solve_info(state: dict) -> dict:
+    return dict(state)
+
+
+@register_sampler("adaptive_ode")
 def adaptive_ode(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
     rtol: float = 1e-3,
     atol: float = 1e-3,
     method: str = "bosh3",
     backend: str = "own",
     max_steps: int = 4096,
-) -> tuple[jax.Array, dict]:
-    """PF-ODE from `ts[0]` to `ts[-1]` with an adaptive embedded RK method.
+) -> Step:
+    """PF-ODE from t to s with an adaptive embedded RK method (deterministic).
 
     NFE is set by the tolerances (reported in `info["nfe"]`, with `info["num_steps"]` attempted
     steps and `info["success"]`).
 
     Args:
-      key: unused (deterministic).
-      process, model_fn, x, prediction, denoise: as in `euler_maruyama`.
-      ts: only `ts[0]` and `ts[-1]` are used.
       rtol, atol: tolerances of the step-size controller.
       method: "bosh3" (default: cheapest per step at sampling tolerances, see
         docs/continuous.md), "dopri5", or "tsit5" (diffrax only).
       backend: "own" (default) or "diffrax"; see `diffax.continuous.adaptive_rk`.
-      max_steps: cap on attempted steps.
+      max_steps: cap on attempted steps per interval.
     """
-    del key
-    denoiser = make_denoiser(process, model_fn, prediction)
-    batch = x.shape[0]
 
-    def velocity(t, y):
-        tb = jnp.full((batch,), t)
-        return pf_ode_velocity(process, *denoiser(y, tb), tb)
+    def step(model, key, x, state, t, s):
+        uncounted = model.uncounted  # called inside the solver's while_loop
 
-    x, stats = solve_adaptive(
-        velocity,
-        x,
-        ts[0],
-        ts[-1],
-        method=method,
-        backend=backend,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
+        def velocity(t, y):
+            return uncounted.velocity(y, t)
+
+        x, stats = solve_adaptive(
+            velocity,
+            x,
+            t,
+            s,
+            method=method,
+            backend=backend,
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+        )
+        model.count(stats.nfe)
+        return x, _add_solve(state, stats.num_steps, stats.success)
+
+    return Step(
+        _solve_state,
+        step,
+        evals_per_step=float("nan"),
+        name="adaptive_ode",
+        reference="Song et al. 2021, SDEs (PF-ODE with RK45); Dormand & Prince 1980",
+        info=_solve_info,
     )
-    x, info = finish(denoiser, x, ts[-1], stats.nfe, denoise)
-    info.update(num_steps=stats.num_steps, success=stats.success)
-    return x, info
 
 
-@register_sampler(
-    "adaptive_sde",
-    t_min=1e-3,
-    grid="uniform",
-    uses_sde_t_max=True,
-    evals_per_step=float("nan"),
-    reference="Jolicoeur-Martineau et al. 2021, Gotta Go Fast When Generating Data with SBMs",
-)
+@register_sampler("adaptive_sde")
 def adaptive_sde(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
     rtol: float = 0.05,
     atol: float = 0.01,
     h_init: float = 0.01,
@@ -102,78 +91,85 @@ def adaptive_sde(
     exponent: float = 0.9,
     max_iters: int = 4096,
     brownian_tol: float = 1e-5,
-) -> tuple[jax.Array, dict]:
+) -> Step:
     """Adaptive reverse-SDE solver: Euler-Maruyama + stochastic improved Euler as error estimate.
 
     Per example (each has its own time and step size, as in the paper), with the Brownian
-    increment sqrt(h) z over [t - h, t] of a per-example Brownian path:
+    increment sqrt(h) z over [t - h, t] of a per-example Brownian path (from the step key):
     `x' = x + h F(x, t) + sqrt(h) g(t) z`, `x~ = x + h F(x', t - h) + sqrt(h) g(t - h) z`,
     `x'' = (x' + x~)/2`; the step is accepted if
     `E = |(x' - x'') / max(atol, rtol max(|x'|, |x'_prev|))|_2 / sqrt(d) <= 1`, and
     `h <- min(t - t_min, safety h E^-exponent)`. Each iteration makes 2 batched network
-    evaluations; the loop ends when every example reaches `ts[-1]`.
+    evaluations; the loop ends when every example reaches s.
 
     Args:
-      key: PRNG key.
-      process, model_fn, x, prediction, denoise: as in `euler_maruyama`.
-      ts: only `ts[0]` and `ts[-1]` are used.
       rtol, atol: epsilon_rel and epsilon_abs of the paper (atol in data units; the paper's 0.0078
         is for images in [-1, 1]).
       h_init: first step size; safety, exponent: theta and r of the paper.
-      max_iters: cap on loop iterations (`info["success"]` is False if reached).
+      max_iters: cap on loop iterations per interval (`info["success"]` is False if reached).
       brownian_tol: time resolution of the per-example virtual Brownian trees
         (`diffrax.VirtualBrownianTree`) that supply the noise.
     """
-    import diffrax  # Brownian paths; imported lazily like in adaptive_rk
 
-    denoiser = make_denoiser(process, model_fn, prediction)
-    batch = x.shape[0]
-    t_end, t_start = ts[-1], ts[0]
-    d = x[0].size
-    path_keys = jax.random.split(key, batch)
+    def step(model, key, x, state, t_start, t_end):
+        import diffrax  # Brownian paths; imported lazily like in adaptive_rk
 
-    def brownian_increment(k, t_hi, t_lo):
-        # One Brownian path per example, queried consistently: a rejected step and its smaller
-        # retry see the same path (Rackauckas & Nie 2017). Redrawing fresh noise after a
-        # rejection would bias the samples, since acceptance depends on the noise.
-        path = diffrax.VirtualBrownianTree(
-            t_end, t_start, tol=brownian_tol, shape=x.shape[1:], key=k
-        )
-        return path.evaluate(t_lo, t_hi)
+        process, uncounted = model.process, model.uncounted  # used inside the while_loop
+        batch = x.shape[0]
+        d = x[0].size
+        path_keys = jax.random.split(key, batch)
 
-    def drift(y, t):  # -(reverse SDE drift): the direction of decreasing t, t: [B]
-        return -reverse_sde_drift(process, *denoiser(y, t), t, 1.0)
+        def brownian_increment(k, t_hi, t_lo):
+            # One Brownian path per example, queried consistently: a rejected step and its
+            # smaller retry see the same path (Rackauckas & Nie 2017). Redrawing fresh noise after
+            # a rejection would bias the samples, since acceptance depends on the noise.
+            path = diffrax.VirtualBrownianTree(
+                t_end, t_start, tol=brownian_tol, shape=x.shape[1:], key=k
+            )
+            return path.evaluate(t_lo, t_hi)
 
-    def cond(state):
-        _, t, _, _, _, it = state
-        return jnp.any(t > t_end) & (it < max_iters)
+        def drift(y, t):  # -(reverse SDE drift): the direction of decreasing t, t: [B]
+            return -reverse_sde_drift(process, *uncounted.denoise(y, t), t, 1.0)
 
-    def body(state):
-        x, t, h, x_prev, nfe, it = state
-        active = t > t_end
-        h = jnp.minimum(h, t - t_end)
-        s = jnp.where(active, jnp.maximum(t - h, t_end), t)
-        noise = jax.vmap(brownian_increment)(path_keys, t, s)  # variance h per element
-        hx = expand_as(h, x)
-        x1 = x + hx * drift(x, t) + expand_as(process.g(t), x) * noise
-        x_tilde = x + hx * drift(x1, s) + expand_as(process.g(s), x) * noise
-        x2 = 0.5 * (x1 + x_tilde)
-        delta = jnp.maximum(atol, rtol * jnp.maximum(jnp.abs(x1), jnp.abs(x_prev)))
-        err = jnp.sqrt(sum_event(jnp.square((x1 - x2) / delta)) / d)
-        accept = active & (err <= 1.0)
-        x = jnp.where(expand_as(accept, x), x2, x)
-        x_prev = jnp.where(expand_as(accept, x), x1, x_prev)
-        t = jnp.where(accept, s, t)
-        # err = 0 (e.g. a step with zero drift and noise) must not produce an infinite factor;
-        # the new step is capped by the remaining time anyway.
-        h_new = safety * h * jnp.maximum(err, 1e-8) ** -exponent
-        h = jnp.where(active, jnp.minimum(h_new, jnp.maximum(t - t_end, 0.0)), h)
-        return x, t, h, x_prev, nfe + 2, it + 1
+        def cond(carry):
+            _, t, _, _, _, it = carry
+            return jnp.any(t > t_end) & (it < max_iters)
 
-    t0 = jnp.full((batch,), ts[0])
-    h0 = jnp.full((batch,), h_init, jnp.float32)
-    state = (x, t0, h0, x, jnp.int32(0), jnp.int32(0))
-    x, t, _, _, nfe, it = jax.lax.while_loop(cond, body, state)
-    x, info = finish(denoiser, x, t_end, nfe, denoise)
-    info.update(num_steps=it, success=jnp.all(t <= t_end))
-    return x, info
+        def body(carry):
+            x, t, h, x_prev, nfe, it = carry
+            active = t > t_end
+            h = jnp.minimum(h, t - t_end)
+            s = jnp.where(active, jnp.maximum(t - h, t_end), t)
+            noise = jax.vmap(brownian_increment)(path_keys, t, s)  # variance h per element
+            hx = expand_as(h, x)
+            x1 = x + hx * drift(x, t) + expand_as(process.g(t), x) * noise
+            x_tilde = x + hx * drift(x1, s) + expand_as(process.g(s), x) * noise
+            x2 = 0.5 * (x1 + x_tilde)
+            delta = jnp.maximum(atol, rtol * jnp.maximum(jnp.abs(x1), jnp.abs(x_prev)))
+            err = jnp.sqrt(sum_event(jnp.square((x1 - x2) / delta)) / d)
+            accept = active & (err <= 1.0)
+            x = jnp.where(expand_as(accept, x), x2, x)
+            x_prev = jnp.where(expand_as(accept, x), x1, x_prev)
+            t = jnp.where(accept, s, t)
+            # err = 0 (e.g. a step with zero drift and noise) must not produce an infinite
+            # factor; the new step is capped by the remaining time anyway.
+            h_new = safety * h * jnp.maximum(err, 1e-8) ** -exponent
+            h = jnp.where(active, jnp.minimum(h_new, jnp.maximum(t - t_end, 0.0)), h)
+            return x, t, h, x_prev, nfe + 2, it + 1
+
+        t0 = jnp.full((batch,), t_start)
+        h0 = jnp.full((batch,), h_init, jnp.float32)
+        carry = (x, t0, h0, x, jnp.int32(0), jnp.int32(0))
+        x, t, _, _, nfe, it = jax.lax.while_loop(cond, body, carry)
+        model.count(nfe)
+        return x, _add_solve(state, it, jnp.all(t <= t_end))
+
+    return Step(
+        _solve_state,
+        step,
+        evals_per_step=float("nan"),
+        name="adaptive_sde",
+        uses_sde_t_max=True,
+        reference="Jolicoeur-Martineau et al. 2021, Gotta Go Fast When Generating Data with SBMs",
+        info=_solve_info,
+    )

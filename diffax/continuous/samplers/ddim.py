@@ -11,9 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffax.continuous.parameterizations import ModelFn, make_denoiser
 from diffax.continuous.processes import GaussianProcess
-from diffax.continuous.samplers.base import finish, register_sampler
+from diffax.continuous.samplers.registry import register_sampler
+from diffax.continuous.samplers.step import Step, no_state
 
 
 def ddim_step(
@@ -33,46 +33,24 @@ def ddim_step(
     return process.alpha(s) * x0 + jnp.sqrt(sig_s**2 - c2) * eps + jnp.sqrt(c2) * noise
 
 
-@register_sampler(
-    "ddim",
-    t_min=1e-3,
-    grid="logsnr",
-    uses_sde_t_max=False,
-    evals_per_step=1,
-    reference="Song et al. 2021, Denoising Diffusion Implicit Models",
-)
-def ddim(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
-    eta: float = 0.0,
-) -> tuple[jax.Array, dict]:
-    """DDIM sampler (eta = 0 deterministic, eta = 1 ancestral). NFE = N (+1 if `denoise`).
+@register_sampler("ddim")
+def ddim(eta: float = 0.0) -> Step:
+    """DDIM (eta = 0 deterministic, eta = 1 ancestral). NFE = N (+1 if `denoise`).
 
     Args:
-      key: PRNG key (used when eta > 0).
-      process: the Gaussian process.
-      model_fn: `(x: [B, ...], t: [B]) -> [B, ...]` in the `prediction` parameterization.
-      x: `[B, ...]` prior sample at `ts[0]`.
-      ts: `[N + 1]` decreasing times.
-      prediction: what `model_fn` predicts.
-      denoise: return the x0 prediction at `ts[-1]`.
-      eta: stochasticity, 0 (ODE) to 1 (DDPM ancestral).
+      eta: stochasticity, 0 (ODE) to 1 (DDPM ancestral); the step key is used when eta > 0.
     """
-    denoiser = make_denoiser(process, model_fn, prediction)
-    batch = x.shape[0]
 
-    def body(carry, i):
-        x, nfe = carry
-        t, s = ts[i], ts[i + 1]
-        x0, eps = denoiser(x, jnp.full((batch,), t))
-        noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
-        return (ddim_step(process, x0, eps, t, s, eta, noise), nfe + 1), None
+    def step(model, key, x, state, t, s):
+        x0, eps = model.denoise(x, t)
+        noise = jax.random.normal(key, x.shape, x.dtype)
+        return ddim_step(model.process, x0, eps, t, s, eta, noise), state
 
-    (x, nfe), _ = jax.lax.scan(body, (x, jnp.int32(0)), jnp.arange(ts.shape[0] - 1))
-    return finish(denoiser, x, ts[-1], nfe, denoise)
+    return Step(
+        no_state,
+        step,
+        evals_per_step=1,
+        name="ddim",
+        grid="logsnr",
+        reference="Song et al. 2021, Denoising Diffusion Implicit Models",
+    )

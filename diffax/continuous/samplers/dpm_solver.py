@@ -10,12 +10,11 @@ Lu et al. 2022, DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Proba
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from diffax.continuous.parameterizations import ModelFn, make_denoiser
 from diffax.continuous.processes import GaussianProcess
-from diffax.continuous.samplers.base import finish, register_sampler
+from diffax.continuous.samplers.registry import register_sampler
+from diffax.continuous.samplers.step import Step
 
 
 def _half_logsnr(process: GaussianProcess, t):
@@ -28,20 +27,21 @@ def _first_order(process, x, x0, t, s, h):
     return ratio * x - process.alpha(s) * jnp.expm1(-h) * x0
 
 
-def _multistep(key, process, model_fn, x, ts, prediction, denoise, order, lower_order_final):
-    del key  # deterministic
-    denoiser = make_denoiser(process, model_fn, prediction)
-    batch = x.shape[0]
-    num_steps = ts.shape[0] - 1
-    lam = _half_logsnr(process, ts)
-    # With few steps the highest order is unstable at the last (largest-h) steps: the official
-    # implementation lowers the order there when num_steps < 10.
-    final_cap = lower_order_final and num_steps < 10
+def _grid_state(model, x, ts):
+    """The half-logSNR of the whole grid (computed once) and the step index."""
+    return {"lam": _half_logsnr(model.process, ts), "i": jnp.int32(0)}
 
-    def body(carry, i):
-        x, x0_1, x0_2, nfe = carry  # x0 predictions at grid points i - 1 and i - 2
-        t, s = ts[i], ts[i + 1]
-        x0 = denoiser(x, jnp.full((batch,), t))[0]
+
+def _multistep(order: int, lower_order_final: bool, name: str, reference: str) -> Step:
+    def init(model, x, ts):
+        # x0 predictions at grid points i - 1 and i - 2 (the multistep history).
+        return {**_grid_state(model, x, ts), "x0_1": jnp.zeros_like(x), "x0_2": jnp.zeros_like(x)}
+
+    def step(model, key, x, state, t, s):
+        process, lam, i = model.process, state["lam"], state["i"]
+        num_steps = lam.shape[0] - 1
+        x0_1, x0_2 = state["x0_1"], state["x0_2"]
+        x0 = model.denoise(x, t)[0]
         h = lam[i + 1] - lam[i]
         h0 = lam[i] - lam[jnp.maximum(i - 1, 0)]
         h1 = lam[jnp.maximum(i - 1, 0)] - lam[jnp.maximum(i - 2, 0)]
@@ -52,7 +52,9 @@ def _multistep(key, process, model_fn, x, ts, prediction, denoise, order, lower_
         step_order = jnp.minimum(order, i + 1)
         step_order = jnp.where(h0 > 0, step_order, 1)
         step_order = jnp.where((h1 > 0) | (step_order < 3), step_order, 2)
-        if final_cap:
+        # With few steps the highest order is unstable at the last (largest-h) steps: the
+        # official implementation lowers the order there when num_steps < 10.
+        if lower_order_final and num_steps < 10:
             step_order = jnp.minimum(step_order, num_steps - i)
         phi1 = jnp.expm1(-h)
         phi2 = phi1 / h + 1.0
@@ -78,113 +80,63 @@ def _multistep(key, process, model_fn, x, ts, prediction, denoise, order, lower_
         x1 = ratio * x - a_s * phi1 * x0
         x_new = jnp.where(step_order >= 3, x3, jnp.where(step_order == 2, x2, x1))
         x = jnp.where(moving, x_new, x)
-        return (x, x0, x0_1, nfe + 1), None
+        return x, {"lam": lam, "i": i + 1, "x0_1": x0, "x0_2": x0_1}
 
-    init = (x, jnp.zeros_like(x), jnp.zeros_like(x), jnp.int32(0))
-    (x, _, _, nfe), _ = jax.lax.scan(body, init, jnp.arange(num_steps))
-    return finish(denoiser, x, ts[-1], nfe, denoise)
+    return Step(init, step, evals_per_step=1, name=name, grid="logsnr", reference=reference)
 
 
-@register_sampler(
-    "dpm_solver_pp_2m",
-    t_min=1e-3,
-    grid="logsnr",
-    uses_sde_t_max=False,
-    evals_per_step=1,
-    reference="Lu et al. 2022, DPM-Solver++ (2M, Algorithm 2)",
-)
-def dpm_solver_pp_2m(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
-    lower_order_final: bool = True,
-) -> tuple[jax.Array, dict]:
-    """DPM-Solver++(2M): second-order multistep. NFE = N (+1 if `denoise`).
+@register_sampler("dpm_solver_pp_2m")
+def dpm_solver_pp_2m(lower_order_final: bool = True) -> Step:
+    """DPM-Solver++(2M): second-order multistep (deterministic). NFE = N (+1 if `denoise`).
+
+    The two previous x0 predictions are kept in the step state. With `denoise`, the final
+    denoising step is DPM-Solver's `denoise_to_zero`.
 
     Args:
-      key: unused (deterministic); kept for the common signature.
-      process: the Gaussian process.
-      model_fn: `(x: [B, ...], t: [B]) -> [B, ...]` in the `prediction` parameterization.
-      x: `[B, ...]` prior sample at `ts[0]`.
-      ts: `[N + 1]` decreasing times.
-      prediction: what `model_fn` predicts.
-      denoise: return the x0 prediction at `ts[-1]` (DPM-Solver's `denoise_to_zero`).
       lower_order_final: first order on the last step when N < 10 (as the reference code).
     """
-    return _multistep(key, process, model_fn, x, ts, prediction, denoise, 2, lower_order_final)
+    return _multistep(
+        2, lower_order_final, "dpm_solver_pp_2m", "Lu et al. 2022, DPM-Solver++ (2M, Algorithm 2)"
+    )
 
 
-@register_sampler(
-    "dpm_solver_pp_3m",
-    t_min=1e-3,
-    grid="logsnr",
-    uses_sde_t_max=False,
-    evals_per_step=1,
-    reference="Lu et al. 2022, DPM-Solver++ (3M multistep)",
-)
-def dpm_solver_pp_3m(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
-    lower_order_final: bool = True,
-) -> tuple[jax.Array, dict]:
-    """DPM-Solver++(3M): third-order multistep. NFE = N (+1 if `denoise`).
+@register_sampler("dpm_solver_pp_3m")
+def dpm_solver_pp_3m(lower_order_final: bool = True) -> Step:
+    """DPM-Solver++(3M): third-order multistep (deterministic). NFE = N (+1 if `denoise`).
 
-    Args as in `dpm_solver_pp_2m`; `lower_order_final`: orders 2 and 1 on the last two steps
-    when N < 10.
+    Args:
+      lower_order_final: orders 2 and 1 on the last two steps when N < 10.
     """
-    return _multistep(key, process, model_fn, x, ts, prediction, denoise, 3, lower_order_final)
+    return _multistep(
+        3, lower_order_final, "dpm_solver_pp_3m", "Lu et al. 2022, DPM-Solver++ (3M multistep)"
+    )
 
 
-@register_sampler(
-    "dpm_solver_pp_2s",
-    t_min=1e-3,
-    grid="logsnr",
-    uses_sde_t_max=False,
-    evals_per_step=2,
-    reference="Lu et al. 2022, DPM-Solver++ (2S, Algorithm 1)",
-)
-def dpm_solver_pp_2s(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
-    r: float = 0.5,
-) -> tuple[jax.Array, dict]:
+@register_sampler("dpm_solver_pp_2s")
+def dpm_solver_pp_2s(r: float = 0.5) -> Step:
     """DPM-Solver++(2S): second-order single-step with an intermediate point at l_t + r h.
 
-    NFE = 2N (+1 if `denoise`). Args as in `dpm_solver_pp_2m`; `r` in (0, 1] places the
-    intermediate evaluation (0.5: midpoint in logSNR).
-    """
-    del key
-    denoiser = make_denoiser(process, model_fn, prediction)
-    batch = x.shape[0]
-    lam = _half_logsnr(process, ts)
+    Deterministic. NFE = 2N (+1 if `denoise`).
 
-    def body(carry, i):
-        x, nfe = carry
-        t, s = ts[i], ts[i + 1]
+    Args:
+      r: in (0, 1], places the intermediate evaluation (0.5: midpoint in logSNR).
+    """
+
+    def step(model, key, x, state, t, s):
+        process, lam, i = model.process, state["lam"], state["i"]
         h = lam[i + 1] - lam[i]
-        x0 = denoiser(x, jnp.full((batch,), t))[0]
+        x0 = model.denoise(x, t)[0]
         t_mid = process.t_from_log_snr(2.0 * (lam[i] + r * h))
         x_mid = _first_order(process, x, x0, t, t_mid, _half_logsnr(process, t_mid) - lam[i])
-        x0_mid = denoiser(x_mid, jnp.full((batch,), t_mid))[0]
+        x0_mid = model.denoise(x_mid, t_mid)[0]
         d = (1.0 - 0.5 / r) * x0 + (0.5 / r) * x0_mid
-        return (_first_order(process, x, d, t, s, h), nfe + 2), None
+        return _first_order(process, x, d, t, s, h), {"lam": lam, "i": i + 1}
 
-    (x, nfe), _ = jax.lax.scan(body, (x, jnp.int32(0)), jnp.arange(ts.shape[0] - 1))
-    return finish(denoiser, x, ts[-1], nfe, denoise)
+    return Step(
+        _grid_state,
+        step,
+        evals_per_step=2,
+        name="dpm_solver_pp_2s",
+        grid="logsnr",
+        reference="Lu et al. 2022, DPM-Solver++ (2S, Algorithm 1)",
+    )

@@ -12,9 +12,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from diffax.continuous.parameterizations import Denoiser, ModelFn, make_denoiser
 from diffax.continuous.processes import GaussianProcess
-from diffax.continuous.samplers.base import finish, register_sampler
+from diffax.continuous.samplers.registry import register_sampler
+from diffax.continuous.samplers.step import Model, Step
 from diffax.core.arrays import TINY
 
 
@@ -38,19 +38,17 @@ def churn_scale(s_hi: jax.Array, s_lo: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.maximum((s_hi - s_lo) * (s_hi + s_lo), 0.0))
 
 
-def heun_step(
-    process: GaussianProcess, denoiser: Denoiser, y: jax.Array, t, s_t, t_next, s_next
-) -> tuple[jax.Array, jax.Array]:
+def heun_step(model: Model, y: jax.Array, t, s_t, t_next, s_next) -> tuple[jax.Array, jax.Array]:
     """One Heun step of dy/ds = eps_hat from noise level s_t (time t) to s_next (time t_next).
 
     `y = x/alpha` is `[B, ...]`. The corrector is skipped (Euler step, one NFE) when s_next = 0,
-    where eps_hat is undefined. Returns `(y_next, nfe)`.
+    where eps_hat is undefined. Calls the network through `model.uncounted` (the corrector sits
+    in `lax.cond`) and returns `(y_next, nfe)`: the caller counts it.
     """
-    batch = y.shape[0]
+    process, model = model.process, model.uncounted
 
     def eps_at(y, t):
-        tb = jnp.full((batch,), t)
-        return denoiser(process.alpha(t) * y, tb)[1]
+        return model.denoise(process.alpha(t) * y, t)[1]
 
     d = eps_at(y, t)
     y_euler = y + (s_next - s_t) * d
@@ -61,28 +59,33 @@ def heun_step(
     return jax.lax.cond(s_next > 0, correct, lambda _: (y_euler, jnp.int32(1)), None)
 
 
-@register_sampler(
-    "edm_heun",
-    t_min=1e-3,
-    grid="karras",
-    uses_sde_t_max=True,
-    evals_per_step=2,
-    reference="Karras et al. 2022, EDM, Algorithm 2 (stochastic Heun with churn)",
-)
+def scaled_state(model: Model, x: jax.Array, ts: jax.Array) -> dict:
+    """Step state of the samplers that work in y = x/alpha: the noise levels of the grid, the
+    step index, y and the x it was returned as (see `scaled_input`)."""
+    y = x / jnp.maximum(model.process.alpha(ts[0]), TINY)
+    return {"levels": noise_level(model.process, ts), "i": jnp.int32(0), "y": y, "x": x}
+
+
+def scaled_input(model: Model, x: jax.Array, state: dict, t) -> jax.Array:
+    """y = x/alpha(t): the kept y where x is what the last step returned (no rounding through
+    x), x/alpha where something else (a corrector, a user's step) changed x in between."""
+    fresh = x / jnp.maximum(model.process.alpha(t), TINY)
+    return jnp.where(x == state["x"], state["y"], fresh)
+
+
+def scaled_output(model: Model, y: jax.Array, state: dict, s) -> tuple[jax.Array, dict]:
+    """`(x_s = alpha(s) y, next state)`."""
+    x = model.process.alpha(s) * y
+    return x, {**state, "i": state["i"] + 1, "y": y, "x": x}
+
+
+@register_sampler("edm_heun")
 def edm_heun(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
     s_churn: float = 0.0,
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
-) -> tuple[jax.Array, dict]:
+) -> Step:
     """EDM Heun sampler with churn. NFE = 2N (+1 if `denoise`), minus 1 if the grid ends at
     noise level 0 (the last step is then Euler).
 
@@ -90,28 +93,23 @@ def edm_heun(
     to s_hat = s_i (1 + gamma), gamma = min(s_churn / N, sqrt(2) - 1), capped at the level of
     `process.sde_t_max`; then a Heun step goes to s_{i+1}. `s_churn = 0` (or no level in
     [s_tmin, s_tmax]) adds exactly zero noise: the deterministic EDM sampler, independent of
-    `key`, equal to `ode_heun` on the same grid when s = sigma/alpha is affine in t (EDM, VE
-    with alpha = 1 and linear sigma).
+    the key, equal to `ode_heun` on the same grid when s = sigma/alpha is affine in t (EDM, VE
+    with alpha = 1 and linear sigma). With `denoise`, the final denoising is EDM's last Euler
+    step from sigma_min to 0 (one NFE), which Karras et al. count in their 2N - 1.
 
     Args:
-      key: PRNG key (used when s_churn > 0).
-      process, model_fn, x, ts, prediction: as in `euler_maruyama`.
-      denoise: return the x0 prediction at `ts[-1]`; this is EDM's last Euler step from
-        sigma_min to 0 (one NFE), which Karras et al. count in their 2N - 1.
       s_churn, s_tmin, s_tmax, s_noise: EDM's stochasticity parameters (noise levels s = sigma /
-        alpha, as in the paper).
+        alpha, as in the paper); the step key is used when s_churn > 0.
     """
-    denoiser = make_denoiser(process, model_fn, prediction)
-    num_steps = ts.shape[0] - 1
-    levels = noise_level(process, ts)
-    # Churn may raise the level up to the end of the domain where x/alpha is finite.
-    s_top = noise_level(process, process.sde_t_max)
-    # jnp, not Python min: s_churn may be traced (e.g. a sweep under jit).
-    gamma_max = jnp.minimum(s_churn / num_steps, math.sqrt(2.0) - 1.0)
 
-    def body(carry, i):
-        y, nfe = carry
-        t, s_i = ts[i], levels[i]
+    def step(model, key, x, state, t, s):
+        process, levels, i = model.process, state["levels"], state["i"]
+        y = scaled_input(model, x, state, t)
+        # Churn may raise the level up to the end of the domain where x/alpha is finite.
+        s_top = noise_level(process, process.sde_t_max)
+        # jnp, not Python min: s_churn may be traced (e.g. a sweep under jit).
+        gamma_max = jnp.minimum(s_churn / (levels.shape[0] - 1), math.sqrt(2.0) - 1.0)
+        s_i = levels[i]
         gamma = jnp.where((s_i >= s_tmin) & (s_i <= s_tmax), gamma_max, 0.0)
         # The raised level must stay inside [t, sde_t_max], where x/alpha is finite.
         s_raised = jnp.minimum(s_i * (1.0 + gamma), jnp.maximum(s_top, s_i))
@@ -119,11 +117,18 @@ def edm_heun(
         t_raised = jnp.minimum(t_of_noise_level(process, s_raised), process.sde_t_max)
         t_hat = jnp.where(s_raised > s_i, jnp.maximum(t_raised, t), t)
         s_hat = jnp.where(s_raised > s_i, noise_level(process, t_hat), s_i)
-        noise = jax.random.normal(jax.random.fold_in(key, i), y.shape, y.dtype)
+        noise = jax.random.normal(key, y.shape, y.dtype)
         y = y + churn_scale(s_hat, s_i) * s_noise * noise
-        y, evals = heun_step(process, denoiser, y, t_hat, s_hat, ts[i + 1], levels[i + 1])
-        return (y, nfe + evals), None
+        y, evals = heun_step(model, y, t_hat, s_hat, s, levels[i + 1])
+        model.count(evals)
+        return scaled_output(model, y, state, s)
 
-    y = x / jnp.maximum(process.alpha(ts[0]), TINY)
-    (y, nfe), _ = jax.lax.scan(body, (y, jnp.int32(0)), jnp.arange(num_steps))
-    return finish(denoiser, process.alpha(ts[-1]) * y, ts[-1], nfe, denoise)
+    return Step(
+        scaled_state,
+        step,
+        evals_per_step=2,
+        name="edm_heun",
+        grid="karras",
+        uses_sde_t_max=True,
+        reference="Karras et al. 2022, EDM, Algorithm 2 (stochastic Heun with churn)",
+    )

@@ -6,84 +6,41 @@ forward process. Song et al. 2021, Score-Based Generative Modeling through SDEs 
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
-from diffax.continuous.parameterizations import ModelFn, make_denoiser, pf_ode_velocity
-from diffax.continuous.processes import GaussianProcess
-from diffax.continuous.samplers.base import finish, register_sampler
+from diffax.continuous.samplers.registry import register_sampler
+from diffax.continuous.samplers.step import Step, no_state
 
 
-def _solve(key, process, model_fn, x, ts, prediction, denoise, heun):
-    del key  # deterministic
-    denoiser = make_denoiser(process, model_fn, prediction)
-    batch = x.shape[0]
+@register_sampler("ode_euler")
+def ode_euler() -> Step:
+    """Explicit Euler on the PF-ODE in t (deterministic). NFE = N (+1 if `denoise`)."""
 
-    def velocity(x, t):
-        tb = jnp.full((batch,), t)
-        return pf_ode_velocity(process, *denoiser(x, tb), tb)
+    def step(model, key, x, state, t, s):
+        return x + (s - t) * model.velocity(x, t), state
 
-    def body(carry, i):
-        x, nfe = carry
-        t, s = ts[i], ts[i + 1]
-        d = velocity(x, t)
+    return Step(
+        no_state,
+        step,
+        evals_per_step=1,
+        name="ode_euler",
+        grid="karras",
+        reference="Song et al. 2021, SDEs (probability-flow ODE), explicit Euler",
+    )
+
+
+@register_sampler("ode_heun")
+def ode_heun() -> Step:
+    """Heun (explicit trapezoidal) on the PF-ODE in t (deterministic). NFE = 2N (+1)."""
+
+    def step(model, key, x, state, t, s):
+        d = model.velocity(x, t)
         x_euler = x + (s - t) * d
-        if not heun:
-            return (x_euler, nfe + 1), None
-        x = x + 0.5 * (s - t) * (d + velocity(x_euler, s))
-        return (x, nfe + 2), None
+        return x + 0.5 * (s - t) * (d + model.velocity(x_euler, s)), state
 
-    (x, nfe), _ = jax.lax.scan(body, (x, jnp.int32(0)), jnp.arange(ts.shape[0] - 1))
-    return finish(denoiser, x, ts[-1], nfe, denoise)
-
-
-@register_sampler(
-    "ode_euler",
-    t_min=1e-3,
-    grid="karras",
-    uses_sde_t_max=False,
-    evals_per_step=1,
-    reference="Song et al. 2021, SDEs (probability-flow ODE), explicit Euler",
-)
-def ode_euler(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
-) -> tuple[jax.Array, dict]:
-    """Explicit Euler on the PF-ODE in t. NFE = N (+1 if `denoise`).
-
-    Args:
-      key: unused (deterministic); kept for the common signature.
-      process, model_fn, x, ts, prediction, denoise: as in `euler_maruyama`.
-    """
-    return _solve(key, process, model_fn, x, ts, prediction, denoise, heun=False)
-
-
-@register_sampler(
-    "ode_heun",
-    t_min=1e-3,
-    grid="karras",
-    uses_sde_t_max=False,
-    evals_per_step=2,
-    reference="Karras et al. 2022, EDM (Heun's 2nd-order method on the PF-ODE)",
-)
-def ode_heun(
-    key: jax.Array,
-    process: GaussianProcess,
-    model_fn: ModelFn,
-    x: jax.Array,
-    ts: jax.Array,
-    *,
-    prediction: str = "eps",
-    denoise: bool = True,
-) -> tuple[jax.Array, dict]:
-    """Heun (explicit trapezoidal) on the PF-ODE in t. NFE = 2N (+1 if `denoise`).
-
-    Args as in `ode_euler`.
-    """
-    return _solve(key, process, model_fn, x, ts, prediction, denoise, heun=True)
+    return Step(
+        no_state,
+        step,
+        evals_per_step=2,
+        name="ode_heun",
+        grid="karras",
+        reference="Karras et al. 2022, EDM (Heun's 2nd-order method on the PF-ODE)",
+    )

@@ -6,10 +6,13 @@ network's parameterization:
 
 | name | what | bound? |
 |---|---|---|
-| "masked_elbo" | weighted cross-entropy on masked positions (`Masked` only) | -ELBO |
+| "masked_elbo" | weighted cross-entropy on masked positions (absorbing processes) | -ELBO |
 | "ctmc_elbo" | reverse-rate KL, model rates from a denoiser (any process) | -ELBO |
 | "score_entropy" | denoising score entropy, model rates from a concrete score | -ELBO |
 | "flow_matching_ce" | unweighted denoiser cross-entropy along the path | no |
+
+`LOSSES` is the registry (`losses` is kept as an alias). The bound losses also come as typed
+terms (`masked_bound`, `rate_kl_bound` -> `ELBOTerms(prior, reconstruction, diffusion)`).
 """
 
 from collections.abc import Callable
@@ -17,19 +20,23 @@ from collections.abc import Callable
 import jax
 
 from diffax.core import Registry
+from diffax.discrete.losses.ctmc_elbo import ctmc_elbo
+from diffax.discrete.losses.elbo_terms import ELBOTerms
 from diffax.discrete.losses.endpoints import prior_kl, reconstruction
 from diffax.discrete.losses.flow_matching import flow_matching_ce
-from diffax.discrete.losses.masked import masked_elbo, masked_elbo_terms
-from diffax.discrete.losses.rate_kl import ctmc_elbo, rate_kl_terms, score_entropy
-from diffax.discrete.losses.times import antithetic_times
+from diffax.discrete.losses.masked import masked_bound, masked_elbo, masked_elbo_terms
+from diffax.discrete.losses.rate_kl import rate_kl_bound, rate_kl_terms
+from diffax.discrete.losses.score_entropy import score_entropy
+from diffax.discrete.losses.times import antithetic_times, stratified_times
 
 LossFn = Callable[..., jax.Array]
 
-losses: Registry = Registry("loss")
-losses.register("masked_elbo")(masked_elbo)
-losses.register("ctmc_elbo")(ctmc_elbo)
-losses.register("score_entropy")(score_entropy)
-losses.register("flow_matching_ce")(flow_matching_ce)
+LOSSES: Registry = Registry("loss")
+LOSSES.register("masked_elbo")(masked_elbo)
+LOSSES.register("ctmc_elbo")(ctmc_elbo)
+LOSSES.register("score_entropy")(score_entropy)
+LOSSES.register("flow_matching_ce")(flow_matching_ce)
+losses = LOSSES  # the lower-case name from before the registries were renamed
 
 
 def loss_fn(name: str) -> LossFn:
@@ -37,19 +44,24 @@ def loss_fn(name: str) -> LossFn:
 
     Raises `ValueError` naming the allowed values for an unknown name.
     """
-    return losses.get(name, "loss")
+    return LOSSES.get(name, "loss")
 
 
 __all__ = [
+    "LOSSES",
+    "ELBOTerms",
     "antithetic_times",
     "ctmc_elbo",
     "flow_matching_ce",
     "loss_fn",
     "losses",
+    "masked_bound",
     "masked_elbo",
     "masked_elbo_terms",
     "prior_kl",
+    "rate_kl_bound",
     "rate_kl_terms",
     "reconstruction",
     "score_entropy",
+    "stratified_times",
 ]

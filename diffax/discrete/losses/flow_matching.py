@@ -8,7 +8,7 @@ import numpy as np
 
 from diffax.core import batch_time
 from diffax.core.validation import concrete_or_none
-from diffax.discrete.losses.times import antithetic_times
+from diffax.discrete.losses.times import stratified_times
 from diffax.discrete.parameterizations import (
     ModelFn,
     as_denoiser,
@@ -16,12 +16,16 @@ from diffax.discrete.parameterizations import (
     check_sequences,
     evaluate,
 )
-from diffax.discrete.processes import Masked, Process
+from diffax.discrete.processes import Process
 
 
 def _check_score_times(process: Process, t, prediction: str) -> None:
-    """A concrete score says nothing about x_0 where alpha(t) = 0: refuse such concrete t."""
-    if prediction != "concrete_score" or isinstance(process, Masked) or t is None:
+    """A concrete score says nothing about x_0 where alpha(t) = 0: refuse such concrete t.
+
+    Absorbing processes (`mask_id` not None) read their denoiser as softmax(log r), which holds
+    for any alpha(t) > 0 and is refused by `check_prediction` when alpha(1) = 0.
+    """
+    if prediction != "concrete_score" or process.mask_id is not None or t is None:
         return
     alpha = concrete_or_none(process.schedule.alpha, t)
     if alpha is not None and np.any(alpha == 0):
@@ -46,13 +50,13 @@ def flow_matching_ce(
 
     The path is the process's marginal (a mixture path kappa_t = alpha(t) for `Masked`/`Uniform`).
     Unweighted, so it is a per-example training loss in nats, not a likelihood bound; all
-    positions count (for `Masked`, unmasked ones are trivial to predict).
+    positions count (for an absorbing process, unmasked ones are trivial to predict).
 
     Args:
       key: PRNG key. process: any process. model_fn: denoiser `(x_t, t) -> logits [B, L, V]`.
-      x0: `[B, L]` int32 clean tokens. t: optional `[B]` times (default antithetic).
+      x0: `[B, L]` int32 clean tokens. t: optional `[B]` times (default stratified).
       prediction: "denoiser", or "concrete_score" (converted to a denoiser; needs alpha(t) > 0
-        for `Uniform`/`General`: concrete t with alpha(t) = 0 are refused).
+        for processes without a mask state: concrete t with alpha(t) = 0 are refused).
 
     Returns:
       `[B]` float32 cross-entropy per sequence in nats.
@@ -64,7 +68,7 @@ def flow_matching_ce(
     check_sequences(x0, process.vocab_size, "x0")
     _check_score_times(process, t, prediction)
     key_t, key_x = jax.random.split(key)
-    t = antithetic_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
+    t = stratified_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
     xt = process.sample_marginal(key_x, x0, t)
     logp = as_denoiser(process, evaluate(model_fn, process, xt, t), xt, t, prediction)
     nll = -jnp.take_along_axis(logp, x0[..., None], axis=-1)[..., 0]

@@ -6,21 +6,22 @@ import jax
 import jax.numpy as jnp
 
 from diffax.core import batch_time, check_choice, check_shape
+from diffax.discrete.losses.elbo_terms import ELBOTerms
 from diffax.discrete.losses.endpoints import prior_kl, reconstruction
-from diffax.discrete.losses.times import antithetic_times
+from diffax.discrete.losses.times import stratified_times
 from diffax.discrete.parameterizations import ModelFn, check_sequences
-from diffax.discrete.processes import Masked
+from diffax.discrete.processes import Process
 
 
 def masked_elbo_terms(
-    process: Masked, logits: jax.Array, x0: jax.Array, xt: jax.Array, t: jax.Array
+    process: Process, logits: jax.Array, x0: jax.Array, xt: jax.Array, t: jax.Array
 ) -> jax.Array:
     """Per-token integrand of the masked continuous-time negative ELBO, in nats.
 
     -alpha'(t) / (1 - alpha(t)) * [x_t = mask] * (-log p_theta(x_0 | x_t)).
 
     Args:
-      process: the `Masked` process.
+      process: an absorbing process (`Masked` or another with `mask_id` not None).
       logits: `[B, L, V]` denoiser logits of p(x_0 | x_t).
       x0: `[B, L]` int32 clean tokens; xt: `[B, L]` int32 noisy tokens; t: `[B]` times.
 
@@ -40,9 +41,41 @@ def masked_elbo_terms(
     return jnp.where(masked, weight * nll, 0.0)
 
 
+def masked_bound(
+    key: jax.Array,
+    process: Process,
+    model_fn: ModelFn,
+    x0: jax.Array,
+    t: jax.Array | None = None,
+    *,
+    weight: jax.Array | None = None,
+) -> ELBOTerms:
+    """The terms of `masked_elbo` (same arguments, denoiser only): `ELBOTerms`, each `[B]`."""
+    if process.mask_id is None:
+        raise TypeError(
+            f"masked_elbo needs process=Masked or another absorbing process (mask_id not None), "
+            f"got {type(process).__name__} without a mask state; use ctmc_elbo or score_entropy "
+            "for other processes"
+        )
+    check_sequences(x0, process.vocab_size, "x0")
+    key_t, key_x, key_0 = jax.random.split(key, 3)
+    t = stratified_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
+    xt = process.sample_marginal(key_x, x0, t)
+    logits = model_fn(xt, t)
+    terms = masked_elbo_terms(process, logits, x0, xt, t)
+    diffusion = jnp.sum(terms.reshape(x0.shape[0], -1), axis=-1)
+    if weight is not None:
+        diffusion = diffusion * weight
+    return ELBOTerms(
+        prior=prior_kl(process, x0),
+        reconstruction=reconstruction(key_0, process, model_fn, x0, "denoiser"),
+        diffusion=diffusion,
+    )
+
+
 def masked_elbo(
     key: jax.Array,
-    process: Masked,
+    process: Process,
     model_fn: ModelFn,
     x0: jax.Array,
     t: jax.Array | None = None,
@@ -58,10 +91,11 @@ def masked_elbo(
 
     Args:
       key: PRNG key.
-      process: a `Masked` process.
+      process: an absorbing process (`mask_id` not None): `Masked`, or any `Process` whose
+        tokens jump to `mask_id` at rate -alpha'/alpha and stay there.
       model_fn: `(tokens [B, L] int32, t [B]) -> logits [B, L, V]`.
       x0: `[B, L]` int32 clean tokens in [0, V).
-      t: optional `[B]` times; default antithetic times over the batch.
+      t: optional `[B]` times; default stratified times over the batch.
       prediction: must be "denoiser" (use `score_entropy` for concrete-score networks).
       weight: optional `[B]` factor on the time integrand (1 / q(t) when t is drawn from q).
 
@@ -70,19 +104,5 @@ def masked_elbo(
 
     Reference: Shi et al. 2024 (MD4), eq. 5; Sahoo et al. 2024 (MDLM).
     """
-    if not isinstance(process, Masked):
-        raise TypeError(
-            f"masked_elbo needs process=Masked, got {type(process).__name__}; use ctmc_elbo or "
-            "score_entropy for other processes"
-        )
     check_choice(prediction, ("denoiser",), "prediction")
-    check_sequences(x0, process.vocab_size, "x0")
-    key_t, key_x, key_0 = jax.random.split(key, 3)
-    t = antithetic_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
-    xt = process.sample_marginal(key_x, x0, t)
-    logits = model_fn(xt, t)
-    terms = masked_elbo_terms(process, logits, x0, xt, t)
-    total = jnp.sum(terms.reshape(x0.shape[0], -1), axis=-1)
-    if weight is not None:
-        total = total * weight
-    return total + reconstruction(key_0, process, model_fn, x0, "denoiser") + prior_kl(process, x0)
+    return masked_bound(key, process, model_fn, x0, t, weight=weight).total

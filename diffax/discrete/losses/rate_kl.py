@@ -13,13 +13,18 @@ K(a) = a (log a - 1) kept, so the value is a bound in nats. Rates are handled as
 scale(t) * exp(log_rel): the scale factors out of the log-ratio, so the integrand stays finite
 where beta(t) is not (t = 1 for the linear schedule).
 
-Exact endpoints (t = 0, t = 1), for `Uniform` and `General` (nothing changes for `Masked`: no
-token is masked where alpha = 1, and its rate scale is finite where alpha = 0):
+`ctmc_elbo` and `score_entropy` are this bound with the model's rates read from a denoiser or a
+concrete score; this module holds what they share.
+
+Exact endpoints (t = 0, t = 1), for processes without an absorbing state such as `Uniform` and
+`General` (nothing changes for an absorbing process, `mask_id` not None: no token is masked
+where alpha = 1, and its rate scale is finite where alpha = 0):
 
 * alpha(t) = 0 with a denoiser: both rate vectors equal pi_y / pi_x (the model's denoiser no
   longer matters) and the integrand beta (R_theta - R_c)^2 / R_c ~ -alpha' alpha^(2 gap - 1)
   tends to 0 when every row of P(0 -> t) converges to one law (`Uniform`; `General.ergodic`)
-  at rate gap > 1/2. That limit, 0, is returned (value and gradient). Otherwise t is refused.
+  at rate gap > 1/2 (`Process.rates_converge_at_alpha0`). That limit, 0, is returned (value and
+  gradient). Otherwise t is refused.
 * alpha(t) = 1 (t = 0, every schedule but geometric) with a denoiser: R_theta(y) ~
   p_theta(y | x_t) alpha / (1 - alpha) is infinite unless the denoiser is exactly one-hot;
   refused.
@@ -27,7 +32,7 @@ token is masked where alpha = 1, and its rate scale is finite where alpha = 0):
   with power < 1): the model's rates are scaled by beta(t) = inf; refused.
 
 Refusals are `ValueError`s raised when `t` is concrete; under `jit` with traced times these points
-give inf/NaN (the default antithetic times never hit t = 0; pass `antithetic_times(...,
+give inf/NaN (the default stratified times never hit t = 0; pass `stratified_times(...,
 t_max=...)` to keep clear of t = 1).
 """
 
@@ -40,8 +45,9 @@ import numpy as np
 from diffax.core import batch_time
 from diffax.core.arrays import log_one_hot
 from diffax.core.validation import concrete_or_none
+from diffax.discrete.losses.elbo_terms import ELBOTerms
 from diffax.discrete.losses.endpoints import prior_kl, reconstruction
-from diffax.discrete.losses.times import antithetic_times
+from diffax.discrete.losses.times import stratified_times
 from diffax.discrete.parameterizations import (
     ModelFn,
     check_prediction,
@@ -49,44 +55,16 @@ from diffax.discrete.parameterizations import (
     evaluate,
     reverse_rates,
 )
-from diffax.discrete.processes import General, Masked, Process, Uniform
-
-
-def check_score_supported(process: Process, prediction: str) -> None:
-    """The masked concrete score is identically zero where alpha(t) = 0; refuse that case."""
-    if (
-        prediction == "concrete_score"
-        and isinstance(process, Masked)
-        and process.schedule.alpha_at(1.0) == 0.0
-    ):
-        raise ValueError(
-            "prediction='concrete_score' with a Masked process needs alpha(1) > 0 (the masked "
-            "concrete score vanishes where alpha(t) = 0); use e.g. LogLinearSchedule(eps) or "
-            "prediction='denoiser'"
-        )
-
-
-def rates_converge_at_alpha0(process: Process, prediction: str) -> bool:
-    """Whether the integrand tends to 0 where alpha(t) -> 0 (see the module docstring).
-
-    True for a denoiser with `Uniform` (gap 1) or an ergodic `General` with spectral gap > 1/2:
-    the rates' gap shrinks like alpha^gap while beta(t) = -alpha'/alpha grows like 1/alpha (alpha'
-    is bounded for every built-in schedule).
-    """
-    if prediction != "denoiser":
-        return False
-    if isinstance(process, Uniform):
-        return True
-    return isinstance(process, General) and process.ergodic and process.spectral_gap > 0.5
+from diffax.discrete.processes import Process
 
 
 def check_endpoint_times(process: Process, t, prediction: str, loss: str) -> None:
     """Refuses concrete times at which the rate-KL integrand is infinite (module docstring).
 
     Raises a `ValueError` naming `t`, the allowed range and the reason; does nothing for traced
-    `t` or for `Masked`.
+    `t` or for an absorbing process (`mask_id` not None).
     """
-    if isinstance(process, Masked) or t is None:
+    if process.mask_id is not None or t is None:
         return
     sched = process.schedule
     values = concrete_or_none(
@@ -102,22 +80,24 @@ def check_endpoint_times(process: Process, t, prediction: str, loss: str) -> Non
                 f"t must lie in (0, 1] for {loss} with prediction='denoiser' on {name} with "
                 f"{type(sched).__name__} (got t = 0): alpha(0) = 1 makes the model's reverse "
                 "rates p(y | x_t) alpha / (1 - alpha) infinite unless the denoiser is exactly "
-                "one-hot; draw t from (0, 1] (e.g. antithetic_times)"
+                "one-hot; draw t from (0, 1] (e.g. stratified_times)"
             )
-        if np.any(alpha == 0) and not rates_converge_at_alpha0(process, prediction):
+        if np.any(alpha == 0) and not process.rates_converge_at_alpha0:
+            gap = getattr(process, "spectral_gap", None)
+            detail = "" if gap is None else f" (gap {gap:.3g}, ergodic {process.ergodic})"
             raise ValueError(
                 f"t must lie in [0, 1) for {loss} with prediction='denoiser' on this {name} (got "
                 "t where alpha(t) = 0): the integrand only vanishes there for an ergodic "
-                "generator with spectral gap > 1/2 "
-                f"(gap {getattr(process, 'spectral_gap', float('nan')):.3g}, ergodic "
-                f"{getattr(process, 'ergodic', None)}); use antithetic_times(..., t_max=...) < 1"
+                f"generator with spectral gap > 1/2{detail} "
+                "(process.rates_converge_at_alpha0 is False); use "
+                "stratified_times(..., t_max=...) < 1"
             )
     elif np.any(np.isinf(rate)):
         raise ValueError(
             f"t must lie in the open range where beta(t) is finite for {loss} with "
             f"prediction='concrete_score' on {name} with {type(sched).__name__}: beta(t) = inf "
             "at the given t scales the model's rates to infinity. Draw t from (0, 1) "
-            "(e.g. antithetic_times(..., t_max=1 - 1e-5))"
+            "(e.g. stratified_times(..., t_max=1 - 1e-5))"
         )
 
 
@@ -154,7 +134,7 @@ def rate_kl_terms(
     scale = scale.reshape((-1,) + (1,) * (div.ndim - 1))
     # Where the two rate vectors agree exactly the integrand is 0 even if scale(t) is infinite.
     limit_zero = div == 0
-    if rates_converge_at_alpha0(process, prediction):
+    if prediction == "denoiser" and process.rates_converge_at_alpha0:
         # At alpha(t) = 0 the limit is 0 (module docstring); div holds only rounding there.
         alpha = process.alpha(t).reshape(scale.shape)
         limit_zero = limit_zero | (alpha == 0)
@@ -163,81 +143,34 @@ def rate_kl_terms(
     return jnp.where(limit_zero, 0.0, safe_scale * div)
 
 
-def _bound(key, process, model_fn, x0, t, prediction, weight, loss):
+def rate_kl_bound(
+    key: jax.Array,
+    process: Process,
+    model_fn: ModelFn,
+    x0: jax.Array,
+    t: jax.Array | None,
+    prediction: str,
+    weight: jax.Array | None = None,
+    loss: str = "ctmc_elbo",
+) -> ELBOTerms:
+    """The terms of the rate-KL negative ELBO (`ctmc_elbo`, `score_entropy`), each `[B]` nats.
+
+    Args as `ctmc_elbo`; `loss` names the caller in error messages.
+    """
     check_prediction(prediction)
-    check_score_supported(process, prediction)
+    process.check_prediction(prediction)
     check_sequences(x0, process.vocab_size, "x0")
     check_endpoint_times(process, t, prediction, loss)
     key_t, key_x, key_0 = jax.random.split(key, 3)
-    t = antithetic_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
+    t = stratified_times(key_t, x0.shape[0]) if t is None else batch_time(t, x0.shape[0])
     xt = process.sample_marginal(key_x, x0, t)
     output = evaluate(model_fn, process, xt, t)
     terms = rate_kl_terms(process, output, x0, xt, t, prediction)
-    total = jnp.sum(terms.reshape(x0.shape[0], -1), axis=-1)
+    diffusion = jnp.sum(terms.reshape(x0.shape[0], -1), axis=-1)
     if weight is not None:
-        total = total * weight
-    return total + reconstruction(key_0, process, model_fn, x0, prediction) + prior_kl(process, x0)
-
-
-def ctmc_elbo(
-    key: jax.Array,
-    process: Process,
-    model_fn: ModelFn,
-    x0: jax.Array,
-    t: jax.Array | None = None,
-    *,
-    prediction: str = "denoiser",
-    weight: jax.Array | None = None,
-) -> jax.Array:
-    """Single-sample Monte-Carlo negative ELBO of any CTMC diffusion, in nats per sequence.
-
-    The model's reverse rates come from its denoiser (default) or concrete score. For `Masked`
-    with a denoiser this equals `masked_elbo` term by term.
-
-    Args:
-      key: PRNG key.
-      process: `Masked`, `Uniform` or `General`.
-      model_fn: `(tokens [B, L] int32, t [B]) -> [B, L, V]`.
-      x0: `[B, L]` int32 clean tokens.
-      t: optional `[B]` times; default antithetic times over the batch. Endpoints where the
-        integrand is infinite are refused (module docstring).
-      prediction: "denoiser" or "concrete_score".
-      weight: optional `[B]` factor on the time integrand (1 / q(t) when t is drawn from q).
-
-    Returns:
-      `[B]` float32 negative ELBO in nats.
-
-    Reference: Campbell et al. 2022, A Continuous Time Framework for Discrete Denoising Models.
-    """
-    return _bound(key, process, model_fn, x0, t, prediction, weight, "ctmc_elbo")
-
-
-def score_entropy(
-    key: jax.Array,
-    process: Process,
-    model_fn: ModelFn,
-    x0: jax.Array,
-    t: jax.Array | None = None,
-    *,
-    prediction: str = "concrete_score",
-    weight: jax.Array | None = None,
-) -> jax.Array:
-    """Denoising score entropy (with its constant), a negative ELBO in nats per sequence.
-
-    sum_{y != x_t} Q(t)[y, x_t] (s_y - r_y log s_y + K(r_y)), s = exp(model log ratios),
-    r_y = q_t(y | x_0) / q_t(x_t | x_0), K(a) = a (log a - 1). Same value as `ctmc_elbo`;
-    the default parameterization is the concrete score.
-
-    Args:
-      key: PRNG key. process: any process (`Masked` needs alpha(1) > 0 for concrete scores).
-      model_fn: `(tokens, t) -> [B, L, V]` log concrete scores (or denoiser logits).
-      x0: `[B, L]` int32. t: optional `[B]` times. prediction: "concrete_score" or "denoiser".
-      weight: optional `[B]` factor on the time integrand (1 / q(t) when t is drawn from q).
-
-    Returns:
-      `[B]` float32 negative ELBO in nats.
-
-    Reference: Lou et al. 2024, Discrete Diffusion Modeling by Estimating the Ratios of the Data
-    Distribution (SEDD), eq. 8 and Thm. 3.6.
-    """
-    return _bound(key, process, model_fn, x0, t, prediction, weight, "score_entropy")
+        diffusion = diffusion * weight
+    return ELBOTerms(
+        prior=prior_kl(process, x0),
+        reconstruction=reconstruction(key_0, process, model_fn, x0, prediction),
+        diffusion=diffusion,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 
@@ -9,12 +11,12 @@ from diffax.core import check_positive_int
 from diffax.core.validation import check_time_range
 
 
-def antithetic_times(
+def stratified_times(
     key: jax.Array, batch: int, *, t_min: float = 0.0, t_max: float = 1.0
 ) -> jax.Array:
-    """Stratified ("antithetic") times t_i = t_min + (t_max - t_min) (1 - ((u + i / B) mod 1)).
+    """Stratified times t_i = t_min + (t_max - t_min) (1 - ((u + i / B) mod 1)), i < B.
 
-    One uniform offset u shared by the batch spreads the B times evenly over the interval,
+    One uniform offset u shared by the batch puts exactly one time in each of B equal strata,
     which lowers the variance of the Monte-Carlo ELBO. Times lie in (t_min, t_max] rather than
     [t_min, t_max) so that with the default t_min = 0 the 1/t-type ELBO weights stay finite.
 
@@ -34,3 +36,19 @@ def antithetic_times(
     u = jax.random.uniform(key, ())
     v = 1.0 - jnp.mod(u + jnp.arange(batch, dtype=jnp.float32) / batch, 1.0)
     return t_min + (t_max - t_min) * v
+
+
+def antithetic_times(
+    key: jax.Array, batch: int, *, t_min: float = 0.0, t_max: float = 1.0
+) -> jax.Array:
+    """Deprecated name of `stratified_times` (same values; "antithetic" means u, 1 - u pairs).
+
+    Emits a `DeprecationWarning`. `[B]` float32 times in (t_min, t_max].
+    """
+    warnings.warn(
+        "diffax.discrete.antithetic_times is deprecated: it draws a stratified grid, so it is "
+        "now called stratified_times (same arguments and values)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return stratified_times(key, batch, t_min=t_min, t_max=t_max)

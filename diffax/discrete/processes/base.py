@@ -24,14 +24,23 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 
-from diffax.core.arrays import log_one_hot
+from diffax.core import check_choice
+from diffax.core.arrays import log_one_hot, safe_log
 from diffax.discrete.schedules import Schedule
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
+#: What a discrete network can predict (see `diffax.discrete.parameterizations`).
+PREDICTIONS = ("denoiser", "concrete_score")
+
 
 class Process(Protocol):
     """A per-token independent CTMC (see the module docstring for conventions).
+
+    Every loss, sampler and likelihood routine in `diffax.discrete` reads a process only through
+    these members, so a user-written class that implements them (no subclassing needed) works
+    wherever its math allows. `mask_id` decides absorbing behaviour: `masked_elbo`, the
+    masked-only samplers and exact decoding of unmasked tokens need `mask_id is not None`.
 
     Shapes: `x`, `x0`: `[B, L]` int32; `s`, `t`: `[B]` (or scalars) with s < t;
     `log_p0`: `[B, L, V]` denoiser log-probabilities; `log_r`: `[B, L, V]` log concrete scores.
@@ -46,30 +55,72 @@ class Process(Protocol):
         ...
 
     @property
-    def num_states(self) -> int: ...
+    def num_states(self) -> int:
+        """S, the number of states a token can take at t > 0."""
+        ...
 
     @property
-    def num_input_ids(self) -> int: ...
+    def num_input_ids(self) -> int:
+        """How many ids a network reading x_t must embed (= S)."""
+        ...
 
-    def alpha(self, t: jax.Array) -> jax.Array: ...
+    @property
+    def rates_converge_at_alpha0(self) -> bool:
+        """Whether, with a denoiser, model and true reverse rates meet where alpha(t) = 0.
 
-    def generator(self, t: jax.Array) -> jax.Array: ...
+        True when every row of P(0 -> t) tends to one law fast enough (spectral gap > 1/2 in
+        the clock -log alpha) that the rate-KL integrand tends to 0 as alpha(t) -> 0; the
+        losses then return that limit at alpha(t) = 0 instead of refusing the time.
+        """
+        ...
 
-    def transition_matrix(self, s: jax.Array, t: jax.Array) -> jax.Array: ...
+    def check_prediction(self, prediction: str) -> None:
+        """Raises `ValueError` naming `prediction` if this process cannot use it."""
+        ...
 
-    def transition_probs(self, x: jax.Array, s: jax.Array, t: jax.Array) -> jax.Array: ...
+    def prior_kl(self, x0: jax.Array) -> jax.Array:
+        """sum_l KL(q(x_1^l | x_0^l) || prior) in nats. `x0`: `[B, L]` -> `[B]` float32."""
+        ...
 
-    def marginal_matrix(self, t: jax.Array) -> jax.Array: ...
+    def alpha(self, t: jax.Array) -> jax.Array:
+        """The schedule's alpha(t) (probability a token is untouched by time t)."""
+        ...
 
-    def marginal_probs(self, x0: jax.Array, t: jax.Array) -> jax.Array: ...
+    def generator(self, t: jax.Array) -> jax.Array:
+        """Q(t) = beta(t) Q_base. `t`: `[B]` -> `[B, S, S]`."""
+        ...
 
-    def sample_marginal(self, key: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array: ...
+    def transition_matrix(self, s: jax.Array, t: jax.Array) -> jax.Array:
+        """P(s -> t), row-stochastic. `[B]`, `[B]` -> `[B, S, S]`."""
+        ...
 
-    def prior_probs(self) -> jax.Array: ...
+    def transition_probs(self, x: jax.Array, s: jax.Array, t: jax.Array) -> jax.Array:
+        """Rows P(s -> t)[x, :]. Returns `[B, L, S]`."""
+        ...
 
-    def sample_prior(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array: ...
+    def marginal_matrix(self, t: jax.Array) -> jax.Array:
+        """q_t(x_t | x_0) as a `[B, S, S]` matrix (rows: x_0)."""
+        ...
 
-    def forward_rates(self, x: jax.Array, t: jax.Array) -> jax.Array: ...
+    def marginal_probs(self, x0: jax.Array, t: jax.Array) -> jax.Array:
+        """Rows q_t(. | x_0). Returns `[B, L, S]`."""
+        ...
+
+    def sample_marginal(self, key: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
+        """Draws x_t ~ q_t(. | x_0). Returns `[B, L]` int32."""
+        ...
+
+    def prior_probs(self) -> jax.Array:
+        """Law of one token at t = 1, `[S]` float32."""
+        ...
+
+    def sample_prior(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """Draws `shape` int32 tokens from the prior."""
+        ...
+
+    def forward_rates(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Forward jump rates x -> y (zero at y = x). Returns `[B, L, S]`."""
+        ...
 
     def reverse_rates(
         self,
@@ -78,21 +129,46 @@ class Process(Protocol):
         *,
         log_p0: jax.Array | None = None,
         log_r: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]: ...
+    ) -> tuple[jax.Array, jax.Array]:
+        """Reverse rates from a denoiser or a concrete score: `(scale [B], log_rel [B, L, S])`."""
+        ...
 
     def posterior_logits(
         self, x: jax.Array, s: jax.Array, t: jax.Array, log_p0: jax.Array
-    ) -> jax.Array: ...
+    ) -> jax.Array:
+        """Logits of p(x_s | x_t) under the denoiser (ancestral step). Returns `[B, L, S]`."""
+        ...
 
     def tweedie_logits(
         self, x: jax.Array, s: jax.Array, t: jax.Array, log_r: jax.Array
-    ) -> jax.Array: ...
+    ) -> jax.Array:
+        """Logits of the Tweedie step p(x_s | x_t) from a concrete score. Returns `[B, L, S]`."""
+        ...
 
-    def denoiser_to_log_ratios(
-        self, log_p0: jax.Array, x: jax.Array, t: jax.Array
-    ) -> jax.Array: ...
+    def denoiser_to_log_ratios(self, log_p0: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Concrete score `[B, L, V]` implied by denoiser logits."""
+        ...
 
-    def log_ratios_to_denoiser(self, log_r: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array: ...
+    def log_ratios_to_denoiser(self, log_r: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
+        """Denoiser log-probabilities `[B, L, V]` implied by a concrete score."""
+        ...
+
+
+def check_prediction_name(prediction: str) -> None:
+    """Raises `ValueError` unless `prediction` is one of `PREDICTIONS`."""
+    check_choice(prediction, PREDICTIONS, "prediction")
+
+
+def prior_kl_from_marginal(process: Process, x0: jax.Array) -> jax.Array:
+    """sum_l KL(q_1(. | x_0^l) || prior) from `marginal_probs(x0, 1)` and `prior_probs()`.
+
+    The generic form of `Process.prior_kl` (any process). `x0`: `[B, L]` -> `[B]` float32.
+    """
+    batch = x0.shape[0]
+    q = process.marginal_probs(x0, jnp.ones((batch,), jnp.float32))
+    log_prior = safe_log(process.prior_probs())
+    kl = jnp.where(q > 0, q * (safe_log(q) - log_prior), 0.0)
+    return jnp.sum(kl.reshape(batch, -1), axis=-1)
 
 
 def stay_if_degenerate(logits: jax.Array, x: jax.Array) -> jax.Array:

@@ -16,7 +16,6 @@ Reference: Campbell et al. 2022, A Continuous Time Framework for Discrete Denois
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -27,91 +26,16 @@ import numpy as np
 from diffax.core import batch_time, check_tokens, pytree_dataclass, static_field
 from diffax.core.arrays import per_example, safe_log
 from diffax.discrete.categorical import sample_categorical
-from diffax.discrete.processes.base import HIGHEST, gather_column, gather_last, stay_if_degenerate
+from diffax.discrete.processes.base import (
+    HIGHEST,
+    check_prediction_name,
+    gather_column,
+    gather_last,
+    prior_kl_from_marginal,
+    stay_if_degenerate,
+)
+from diffax.discrete.processes.spectrum import Spectrum, spectrum, validate_rate_matrix
 from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
-
-
-def validate_rate_matrix(rate_matrix: Any, argument: str = "rate_matrix") -> np.ndarray:
-    """Checks that `rate_matrix` is a generator; returns it as float64 with exact zero row sums.
-
-    A generator is a square `[S, S]` (S >= 2) finite matrix with off-diagonal entries >= 0 and
-    rows summing to zero (tolerance 1e-6 of the largest rate), with at least one nonzero rate.
-    """
-    q = np.asarray(rate_matrix, dtype=np.float64)
-    if q.ndim != 2 or q.shape[0] != q.shape[1] or q.shape[0] < 2:
-        raise ValueError(f"{argument} must be a square [S, S] matrix with S >= 2, got {q.shape}")
-    if not np.all(np.isfinite(q)):
-        raise ValueError(f"{argument} must be finite")
-    off = q - np.diag(np.diag(q))
-    scale = max(np.abs(q).max(), 1e-300)
-    if off.min() < 0:
-        i, j = np.unravel_index(np.argmin(off), off.shape)
-        raise ValueError(
-            f"{argument} is not a valid rate matrix: off-diagonal entries must be >= 0, "
-            f"got {argument}[{i}, {j}] = {off[i, j]}"
-        )
-    sums = q.sum(axis=1)
-    if np.abs(sums).max() > 1e-6 * scale:
-        i = int(np.argmax(np.abs(sums)))
-        raise ValueError(
-            f"{argument} is not a valid rate matrix: rows must sum to 0, got row {i} summing "
-            f"to {sums[i]}"
-        )
-    if off.max() <= 0:
-        raise ValueError(f"{argument} has no nonzero rate; the process would never move")
-    return off - np.diag(off.sum(axis=1))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Spectrum:
-    """Float64 spectral data of Q_base, stored as float32 arrays for run time."""
-
-    lam_re: np.ndarray
-    lam_im: np.ndarray
-    u_re: np.ndarray
-    u_im: np.ndarray
-    w_re: np.ndarray
-    w_im: np.ndarray
-    diagonalisable: bool
-    sigma_cap: float
-    fastest: float
-    stationary: np.ndarray
-    gap: float
-    num_zero: int
-
-
-def _spectrum(q: np.ndarray) -> _Spectrum:
-    scale = np.abs(q).max()
-    lam, u = np.linalg.eig(q)
-    lam = np.where(np.abs(lam) < 1e-12 * scale, 0.0, lam)
-    try:
-        w = np.linalg.inv(u)
-        err = np.abs((u * lam) @ w - q).max() / scale
-        ok = np.linalg.cond(u) < 1e8 and err < 1e-9
-    except np.linalg.LinAlgError:
-        w, ok = np.zeros_like(u), False
-    nonzero = np.abs(lam) > 0
-    gap = np.abs(lam.real[nonzero]).min()
-    # Stationary law: pi Q = 0, sum(pi) = 1 (least squares; any one if Q is reducible).
-    a = np.vstack([q.T, np.ones(len(q))])
-    b = np.zeros(len(q) + 1)
-    b[-1] = 1.0
-    pi = np.clip(np.linalg.lstsq(a, b, rcond=None)[0], 0.0, None)
-    f32 = lambda z: np.asarray(z, np.float32)
-    return _Spectrum(
-        f32(lam.real),
-        f32(lam.imag),
-        f32(u.real),
-        f32(u.imag),
-        f32(w.real),
-        f32(w.imag),
-        bool(ok),
-        float(60.0 / gap),
-        float(-lam.real.min()),
-        f32(pi / pi.sum()),
-        float(gap),
-        int(np.sum(~nonzero)),
-    )
 
 
 @pytree_dataclass
@@ -142,8 +66,8 @@ class General:
         return np.asarray(self.rate_matrix, np.float64)
 
     @functools.cached_property
-    def _spec(self) -> _Spectrum:
-        return _spectrum(self._q)
+    def _spec(self) -> Spectrum:
+        return spectrum(self._q)
 
     @property
     def vocab_size(self) -> int:
@@ -186,6 +110,19 @@ class General:
     def diagonalisable(self) -> bool:
         """Whether transition matrices come from the eigendecomposition (else from expm)."""
         return self._spec.diagonalisable
+
+    @property
+    def rates_converge_at_alpha0(self) -> bool:
+        """True for an ergodic Q_base with spectral gap > 1/2 (see `Process`)."""
+        return self.ergodic and self.spectral_gap > 0.5
+
+    def check_prediction(self, prediction: str) -> None:
+        """Refuses an unknown `prediction` (both "denoiser" and "concrete_score" work)."""
+        check_prediction_name(prediction)
+
+    def prior_kl(self, x0: jax.Array) -> jax.Array:
+        """sum_l KL(q_1(. | x_0^l) || pi) from the transition matrix. `[B, L]` -> `[B]`."""
+        return prior_kl_from_marginal(self, x0)
 
     def alpha(self, t: jax.Array) -> jax.Array:
         """exp(-sigma_bar(t)) of the schedule."""

@@ -14,13 +14,15 @@ Reference: Austin et al. 2021 (D3PM); Shi et al. 2024 (MD4); Sahoo et al. 2024 (
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import batch_time, check_positive_int, check_tokens, pytree_dataclass, static_field
 from diffax.core.arrays import log_one_hot, per_example
-from diffax.discrete.processes.base import stay_if_degenerate
+from diffax.discrete.processes.base import check_prediction_name, stay_if_degenerate
 from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 
@@ -57,6 +59,31 @@ class Masked:
     def num_input_ids(self) -> int:
         """How many ids a network reading x_t must embed (V clean ids + the mask)."""
         return self.vocab_size + 1
+
+    @property
+    def rates_converge_at_alpha0(self) -> bool:
+        """False: the endpoints of the masked bound need no limit (nothing is masked at
+        alpha = 1, and the masking rate is finite at alpha = 0)."""
+        return False
+
+    def check_prediction(self, prediction: str) -> None:
+        """Refuses an unknown `prediction`, and "concrete_score" when alpha(1) = 0.
+
+        The masked concrete score p alpha / (1 - alpha) vanishes where alpha(t) = 0, so it
+        cannot be learned or read there; `LogLinearSchedule(eps)` keeps alpha(1) > 0.
+        """
+        check_prediction_name(prediction)
+        if prediction == "concrete_score" and self.schedule.alpha_at(1.0) == 0.0:
+            raise ValueError(
+                "prediction='concrete_score' with a Masked process needs alpha(1) > 0 (the "
+                "masked concrete score vanishes where alpha(t) = 0); use e.g. "
+                "LogLinearSchedule(eps) or prediction='denoiser'"
+            )
+
+    def prior_kl(self, x0: jax.Array) -> jax.Array:
+        """alpha(1) log V per token (zero when alpha(1) = 0). `x0`: `[B, L]` -> `[B]` float32."""
+        per_token = self.schedule.alpha_at(1.0) * math.log(self.vocab_size)
+        return jnp.full((x0.shape[0],), math.prod(x0.shape[1:]) * per_token, jnp.float32)
 
     def alpha(self, t: jax.Array) -> jax.Array:
         """Probability that a token is still unmasked (holds its clean value) at time t."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from diffax.core import batch_time, check_positive_int, check_tokens, pytree_dataclass, static_field
 from diffax.core.arrays import log1mexp, per_example, safe_log
-from diffax.discrete.processes.base import stay_if_degenerate
+from diffax.discrete.processes.base import check_prediction_name, stay_if_degenerate
 from diffax.discrete.schedules import LinearSchedule, Schedule, check_schedule
 
 
@@ -52,6 +52,26 @@ class Uniform:
     def num_input_ids(self) -> int:
         """How many ids a network reading x_t must embed (= V)."""
         return self.vocab_size
+
+    @property
+    def rates_converge_at_alpha0(self) -> bool:
+        """True: P(0 -> t) reaches the uniform law at gap 1, so the rate KL tends to 0."""
+        return True
+
+    def check_prediction(self, prediction: str) -> None:
+        """Refuses an unknown `prediction` (both "denoiser" and "concrete_score" work)."""
+        check_prediction_name(prediction)
+
+    def prior_kl(self, x0: jax.Array) -> jax.Array:
+        """KL(alpha_1 e_x0 + (1 - alpha_1) / V || uniform) per token, in closed form.
+
+        `x0`: `[B, L]` -> `[B]` float32 (zero when alpha(1) = 0).
+        """
+        v, a1 = self.vocab_size, self.schedule.alpha_at(1.0)
+        per_token = (a1 + (1.0 - a1) / v) * math.log1p((v - 1) * a1)
+        if a1 < 1.0:
+            per_token += (v - 1) * (1.0 - a1) / v * math.log1p(-a1)
+        return jnp.full((x0.shape[0],), math.prod(x0.shape[1:]) * per_token, jnp.float32)
 
     def alpha(self, t: jax.Array) -> jax.Array:
         """Probability that a token was never resampled (still untouched) at time t."""

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
 from diffax.core import check_choice, check_positive_int
 from diffax.discrete.categorical import sample_categorical
-from diffax.discrete.parameterizations import ModelFn
-from diffax.discrete.processes import Masked
-from diffax.discrete.samplers.loop import make_infill
-from diffax.discrete.samplers.masked_only import require_masked
-from diffax.discrete.samplers.model_calls import ModelCaller, finish_tokens
+from diffax.discrete.samplers.masked_only import require_absorbing
 from diffax.discrete.samplers.registry import register_sampler
+from diffax.discrete.samplers.step import Model, State, Step
 
 CONFIDENCES = ("prob", "margin", "random")
 
@@ -30,54 +25,9 @@ def _confidence(kind: str, key: jax.Array, log_p: jax.Array, x0: jax.Array) -> j
     return top2[..., 0] - top2[..., 1]
 
 
-@register_sampler("confidence")
-def confidence(
-    key: jax.Array,
-    process: Masked,
-    model_fn: ModelFn,
-    shape: tuple[int, int],
-    *,
-    num_steps: int,
-    prediction: str = "denoiser",
-    confidence: str = "prob",
-    block_length: int | None = None,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    cache: bool = False,
-    fixed_tokens: jax.Array | None = None,
-    fixed_mask: jax.Array | None = None,
-) -> tuple[jax.Array, dict[str, Any]]:
-    """Reveal the most confident predictions first (low-confidence remasking).
-
-    At each step every masked position draws x_0 ~ p_theta(x_0 | x_t); the k most confident are
-    kept and the rest stay masked, with k set so that a fraction (1 - alpha(s)) / (1 - alpha(1))
-    of the block's masked tokens remains after the step (the linear schedule reveals equally
-    many tokens per step). With `block_length`, the sequence is generated block by block left to
-    right (semi-autoregressive), `num_steps / num_blocks` steps per block. The model is called at
-    the time t with 1 - alpha(t) = the current fraction of masked tokens. Ranking by the
-    probability of the drawn token ("prob") favours likely draws, so the output does not
-    converge to the data law as steps grow; orders that do not depend on the draws ("margin",
-    "random") are exact with one token per step and an exact denoiser.
-
-    Args:
-      confidence: "prob" (probability of the drawn token), "margin" (top-1 minus top-2
-        probability) or "random" (uniform order).
-      block_length: length of semi-autoregressive blocks (divides L; num_blocks divides
-        num_steps); None for one block.
-      Other arguments: as `ancestral` (`Masked` only).
-
-    Returns:
-      `(tokens [B, L] int32, {"nfe": int32})`. Positions where the model output was not finite
-      (NaN or +inf) raise a `ValueError` in an eager call; under `jit` they are returned as -1
-      (`INVALID_TOKEN`; check `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
-
-    Reference: Chang et al. 2022 (MaskGIT); Nie et al. 2025 (LLaDA), low-confidence remasking
-    and semi-autoregressive blocks.
-    """
-    require_masked(process, "confidence")
-    check_choice(confidence, CONFIDENCES, "confidence")
-    batch, length = shape
-    block = length if block_length is None else check_positive_int(block_length, "block_length")
+def _block_size(length: int, block_length: int | None, num_steps: int) -> tuple[int, int]:
+    """`(block, steps_per_block)`, checking that blocks tile the sequence and the steps."""
+    block = length if block_length is None else block_length
     if length % block:
         raise ValueError(f"block_length={block} must divide the sequence length {length}")
     num_blocks = length // block
@@ -85,40 +35,82 @@ def confidence(
         raise ValueError(
             f"num_steps={num_steps} must be a multiple of the number of blocks {num_blocks}"
         )
-    steps_per_block = num_steps // num_blocks
-    caller = ModelCaller(
-        process, model_fn, prediction, shape, temperature=temperature, top_p=top_p, cache=cache
-    )
-    infill = make_infill(process, shape, fixed_tokens, fixed_mask)
-    key_prior, key_loop = jax.random.split(key)
-    x = infill(process.sample_prior(key_prior, shape))
-    block_of = jnp.arange(length) // block
-    one_minus_1 = process.schedule.one_minus_alpha(1.0)
+    return block, num_steps // num_blocks
 
-    def body(carry, i):
-        x, n_start, state = carry
+
+@register_sampler("confidence")
+def confidence(confidence: str = "prob", block_length: int | None = None) -> Step:
+    """Reveal the most confident predictions first (low-confidence remasking; absorbing only).
+
+    At each step every masked position draws x_0 ~ p_theta(x_0 | x_t); the k most confident are
+    kept and the rest stay masked, with k set so that a fraction (1 - alpha(s)) / (1 - alpha(1))
+    of the block's masked tokens remains after the step (the linear schedule reveals equally
+    many tokens per step). With `block_length`, the sequence is generated block by block left to
+    right (semi-autoregressive), `num_steps / num_blocks` steps per block. The model is called at
+    the time t with 1 - alpha(t) = the current fraction of masked tokens, so only the number of
+    grid intervals (num_steps) is used, not the grid's times. Ranking by the probability of the
+    drawn token ("prob") favours likely draws, so the output does not converge to the data law
+    as steps grow; orders that do not depend on the draws ("margin", "random") are exact with one
+    token per step and an exact denoiser. One network evaluation per step.
+
+    Args:
+      confidence: "prob" (probability of the drawn token), "margin" (top-1 minus top-2
+        probability) or "random" (uniform order).
+      block_length: length of semi-autoregressive blocks (divides L; num_blocks divides
+        num_steps); None for one block.
+
+    Returns:
+      a `Step` for `diffax.discrete.sample` / `run_steps`.
+
+    Reference: Chang et al. 2022 (MaskGIT); Nie et al. 2025 (LLaDA), low-confidence remasking
+    and semi-autoregressive blocks.
+    """
+    check_choice(confidence, CONFIDENCES, "confidence")
+    if block_length is not None:
+        check_positive_int(block_length, "block_length")
+
+    def init(model: Model, x: jax.Array, ts: jax.Array) -> State:
+        require_absorbing(model.process, "confidence")
+        _, steps_per_block = _block_size(x.shape[1], block_length, ts.shape[0] - 1)
+        return {
+            **model.init(),
+            "i": jnp.zeros((), jnp.int32),
+            "steps_per_block": jnp.asarray(steps_per_block, jnp.int32),
+            "n_start": jnp.zeros(x.shape[:1], jnp.int32),
+        }
+
+    def step(model: Model, key: jax.Array, x: jax.Array, state: State, t=None, s=None):
+        del t, s
+        process, schedule = model.process, model.process.schedule
+        block = x.shape[1] if block_length is None else block_length
+        i, steps_per_block = state["i"], state["steps_per_block"]
         b, j = i // steps_per_block, i % steps_per_block
         s = 1.0 - (j + 1) / steps_per_block
-        in_block = (block_of == b)[None, :]
+        in_block = (jnp.arange(x.shape[1]) // block == b)[None, :]
         candidates = (x == process.mask_id) & in_block
         n_now = jnp.sum(candidates, axis=-1)
-        n_start = jnp.where(j == 0, n_now, n_start)
-        keep_masked = jnp.round(n_start * process.schedule.one_minus_alpha(s) / one_minus_1)
+        n_start = jnp.where(j == 0, n_now, state["n_start"])
+        keep_masked = jnp.round(
+            n_start * schedule.one_minus_alpha(s) / schedule.one_minus_alpha(1.0)
+        )
         k = jnp.clip(n_now - keep_masked.astype(jnp.int32), 0, n_now)
-        k_x0, k_conf = jax.random.split(jax.random.fold_in(key_loop, i))
+        k_x0, k_conf = jax.random.split(key)
         # The model sees the time whose masking level matches the current fraction of masks,
         # so time-conditioned models get consistent inputs also across semi-AR blocks.
         frac = jnp.mean((x == process.mask_id).astype(jnp.float32), axis=-1)
-        t_model = jnp.clip(process.schedule.inverse_alpha(1.0 - frac), 0.0, 1.0)
-        out, state = caller(state, x, t_model)
-        log_p = caller.denoiser(out, x, t_model)
+        t_model = jnp.clip(schedule.inverse_alpha(1.0 - frac), 0.0, 1.0)
+        log_p, state = model.denoiser_logits(state, x, t_model)
         x0 = sample_categorical(k_x0, log_p)
         score = jnp.where(candidates, _confidence(confidence, k_conf, log_p, x0), -jnp.inf)
         rank = jnp.argsort(jnp.argsort(-score, axis=-1), axis=-1)
         reveal = candidates & (rank < k[:, None])
-        x = infill(jnp.where(reveal, x0, x)).astype(jnp.int32)
-        return (x, n_start, state), None
+        x = jnp.where(reveal, x0, x).astype(jnp.int32)
+        return x, {**state, "i": i + 1, "n_start": n_start}
 
-    carry = (x, jnp.zeros((batch,), jnp.int32), caller.init())
-    (x, _, state), _ = jax.lax.scan(body, carry, jnp.arange(num_steps))
-    return finish_tokens(x, state, "confidence")
+    return Step(
+        init=init,
+        step=step,
+        name="confidence",
+        final=step,
+        reference="Chang et al. 2022 (MaskGIT); Nie et al. 2025 (LLaDA)",
+    )

@@ -1,4 +1,10 @@
-"""The reverse-time loop shared by the grid samplers, with infilling and the final denoise step."""
+"""The one reverse-time loop: a `Step` run over an explicit decreasing time grid.
+
+`run_steps` draws x_1 from the prior, applies the step on every interval of `ts` but the last
+one, which goes to t = 0 by drawing x_0 from the denoiser (`Step.final`, by default `denoise`),
+restores fixed positions (infilling) after every step, keeps invalid tokens invalid, and returns
+`info["nfe"]` (network evaluations made) and optionally the trajectory.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from diffax.core import check_shape, check_tokens
-from diffax.discrete.categorical import sample_categorical
-from diffax.discrete.processes import Masked, Process
-from diffax.discrete.samplers.model_calls import CallState, ModelCaller, finish_tokens
-from diffax.discrete.samplers.registry import time_grid
+from diffax.core import check_positive_int, check_shape, check_tokens, is_concrete
+from diffax.discrete.categorical import INVALID_TOKEN, sample_categorical
+from diffax.discrete.parameterizations import ModelFn
+from diffax.discrete.processes import Process
+from diffax.discrete.samplers.grids import check_grid
+from diffax.discrete.samplers.step import Model, State, Step
 
-# rule(key, x, out, state, t, s) -> (x_s, state): one reverse step t -> s given the network
-# output `out` at (x, t); it may call the network again through the caller state (corrector).
-StepRule = Callable[..., tuple[jax.Array, CallState]]
-# first_step(key, x, state, t, s, last) -> (x_s, state): the whole first step t_0 = 1 -> t_1,
-# network call included (`last`: it is also the final denoising step, num_steps = 1).
-FirstStep = Callable[..., tuple[jax.Array, CallState]]
+
+def check_sample_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """`shape` as `(B, L)` positive ints; a `ValueError` otherwise."""
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (batch, length), got {shape}")
+    return check_positive_int(shape[0], "shape[0]"), check_positive_int(shape[1], "shape[1]")
 
 
 def make_infill(
@@ -48,64 +56,127 @@ def make_infill(
 
 
 def denoise(
-    process: Process, caller: ModelCaller, key: jax.Array, x: jax.Array, out: jax.Array, t
-) -> jax.Array:
-    """Draws x_0 ~ p_theta(x_0 | x_t) per token (for `Masked`, only at masked positions)."""
-    x0 = sample_categorical(key, caller.denoiser(out, x, t))
-    if isinstance(process, Masked):
-        return jnp.where(x == process.mask_id, x0, x)
-    return x0
+    model: Model, key: jax.Array, x: jax.Array, state: State, t: jax.Array
+) -> tuple[jax.Array, State]:
+    """The default last step: x_0 ~ p_theta(x_0 | x_t) per token, at t (scalar or `[B]`).
+
+    For an absorbing process (`process.mask_id is not None`) only masked tokens are drawn, and
+    the network is not called when no token is masked. Returns `(x_0 [B, L], state)`.
+    """
+    mask_id = model.process.mask_id
+
+    def draw(state):
+        logits, state = model.denoiser_logits(state, x, t)
+        x0 = sample_categorical(key, logits)
+        return (x0 if mask_id is None else jnp.where(x == mask_id, x0, x)), state
+
+    if mask_id is None:
+        return draw(state)
+    return jax.lax.cond(jnp.any(x == mask_id), draw, lambda state: (x, state), state)
 
 
-def run_grid(
-    key: jax.Array,
-    process: Process,
-    caller: ModelCaller,
-    shape: tuple[int, int],
-    num_steps: int,
-    rule: StepRule,
-    *,
-    fixed_tokens: jax.Array | None = None,
-    fixed_mask: jax.Array | None = None,
-    first_step: FirstStep | None = None,
-    sampler: str = "sampler",
-) -> tuple[jax.Array, dict[str, Any]]:
-    """Runs `rule` on the uniform grid from t = 1 to 0 with a final denoise step.
+def finish_tokens(x: jax.Array, state: State, sampler: str) -> tuple[jax.Array, dict]:
+    """Marks positions with a non-finite model output as `INVALID_TOKEN` and builds `info`.
 
-    Per-step keys are `fold_in(key, step)`; fixed positions are restored after every step.
-    `first_step`, if given, replaces the network call and rule of step 0 (a step that needs
-    more than the output at t_0, e.g. its time derivative where alpha(t_0) = 0). A token that
-    became `INVALID_TOKEN` (no valid draw) stays so; positions with a non-finite model output
-    are returned as `INVALID_TOKEN` under `jit` and are a `ValueError` eagerly (`finish_tokens`).
+    Under `jit` (or `vmap`) nothing leaves the device: the caller gets -1 at those positions (and
+    wherever a step had no valid draw, see `sample_categorical`). In an eager call the tokens
+    are concrete and any -1 is a `ValueError` naming the first affected position.
     Returns `(tokens [B, L] int32, {"nfe": int32})`.
     """
-    infill = make_infill(process, shape, fixed_tokens, fixed_mask)
-    grid = time_grid(num_steps)
-    key_prior, key_loop = jax.random.split(key)
-    x = infill(process.sample_prior(key_prior, shape))
+    x = jnp.where(state["bad"], INVALID_TOKEN, x).astype(jnp.int32)
+    if is_concrete(x):
+        tokens, bad = np.asarray(x), np.asarray(state["bad"])
+        invalid = tokens < 0
+        if invalid.any():
+            b, pos = (int(i[0]) for i in np.nonzero(invalid))
+            if bad.any():
+                what = (
+                    f"model_fn output is not finite (NaN or +inf) at {int(bad.sum())} of "
+                    f"{bad.size} token positions"
+                )
+            else:
+                what = "a sampling step had no valid probabilities (NaN or all zero)"
+            raise ValueError(
+                f"sampler {sampler!r}: {what}; {int(invalid.sum())} sampled tokens are invalid "
+                f"(first: sequence {b}, position {pos}). Under jit such positions are returned "
+                f"as {INVALID_TOKEN}."
+            )
+    return x, {"nfe": state["nfe"]}
 
-    def settle(x_old, x_new):
-        # Keep an invalid token invalid: later steps would otherwise draw a valid-looking id
-        # from a state that no longer means anything.
-        return infill(jnp.where(x_old < 0, x_old, x_new)).astype(jnp.int32)
+
+def run_steps(
+    key: jax.Array,
+    step: Step,
+    process: Process,
+    model_fn: ModelFn,
+    shape: tuple[int, int],
+    ts: jax.Array,
+    *,
+    prediction: str = "denoiser",
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    cache: bool = False,
+    fixed_tokens: jax.Array | None = None,
+    fixed_mask: jax.Array | None = None,
+    trajectory: bool = False,
+) -> tuple[jax.Array, dict[str, Any]]:
+    """Runs a sampler `step` from t = ts[0] down to 0 with `lax.scan` (the one sampling loop).
+
+    Interval i (t = ts[i] -> s = ts[i + 1]) is `step.step` for i < N - 1 and `step.final`
+    (default `denoise`) for the last one. Per-interval keys are `fold_in(key, i)`; fixed
+    positions are restored after every step; a token that became `INVALID_TOKEN` (no valid
+    draw) stays so.
+
+    Args:
+      key: PRNG key.
+      step: the sampler, a `Step` (e.g. `diffax.discrete.ancestral()`, or your own).
+      process: the forward process the model was trained on.
+      model_fn: `(tokens [B, L] int32, t [B]) -> [B, L, V]` network output.
+      shape: `(B, L)`.
+      ts: `[N + 1]` strictly decreasing times in [0, 1] ending at 0 (N >= 1), e.g.
+        `time_grid(N)`; checked when concrete (`check_grid`).
+      prediction: what `model_fn` outputs, "denoiser" or "concrete_score".
+      temperature, top_p, cache: see `Model`.
+      fixed_tokens, fixed_mask: `[B, L]` infilling context kept fixed (both or neither).
+      trajectory: also return `info["trajectory"]`, `[N + 1, B, L]` int32: x at every grid time
+        (entry 0 is the prior draw, entry N the returned tokens).
+
+    Returns:
+      `(tokens [B, L] int32, info)` with `info["nfe"]` (int32) the network evaluations made.
+      Positions where the model output was not finite (NaN or +inf) raise a `ValueError` in an
+      eager call; under `jit` they are returned as -1 (`INVALID_TOKEN`; check
+      `jnp.all(tokens >= 0)`, e.g. with `jax.experimental.checkify`).
+    """
+    if not isinstance(step, Step):
+        raise TypeError(f"step must be a diffax.discrete.Step, got {type(step).__name__}")
+    shape = check_sample_shape(shape)
+    ts = check_grid(ts)
+    num_intervals = ts.shape[0] - 1
+    model = Model(
+        process, model_fn, prediction, shape, temperature=temperature, top_p=top_p, cache=cache
+    )
+    infill = make_infill(process, shape, fixed_tokens, fixed_mask)
+    final = denoise if step.final is None else step.final
+    key_prior, key_loop = jax.random.split(key)
+    x = infill(process.sample_prior(key_prior, shape)).astype(jnp.int32)
+    state = step.init(model, x, ts)
 
     def body(carry, i):
         x, state = carry
-        t, s = grid[i], grid[i + 1]
+        t, s = ts[i], ts[i + 1]
         k = jax.random.fold_in(key_loop, i)
-        out, state = caller(state, x, t)
         x_new, state = jax.lax.cond(
-            i == num_steps - 1,
-            lambda: (denoise(process, caller, k, x, out, t), state),
-            lambda: rule(k, x, out, state, t, s),
+            i == num_intervals - 1,
+            lambda: final(model, k, x, state, t),
+            lambda: step.step(model, k, x, state, t, s),
         )
-        return (settle(x, x_new), state), None
+        # Keep an invalid token invalid: later steps would otherwise draw a valid-looking id
+        # from a state that no longer means anything.
+        x = infill(jnp.where(x < 0, x, x_new)).astype(jnp.int32)
+        return (x, state), (x if trajectory else None)
 
-    state = caller.init()
-    start = 0
-    if first_step is not None:
-        k = jax.random.fold_in(key_loop, 0)
-        x_new, state = first_step(k, x, state, grid[0], grid[1], num_steps == 1)
-        x, start = settle(x, x_new), 1
-    (x, state), _ = jax.lax.scan(body, (x, state), jnp.arange(start, num_steps))
-    return finish_tokens(x, state, sampler)
+    (x_end, state), path = jax.lax.scan(body, (x, state), jnp.arange(num_intervals))
+    tokens, info = finish_tokens(x_end, state, step.name)
+    if trajectory:
+        info["trajectory"] = jnp.concatenate([x[None], path[:-1], tokens[None]])
+    return tokens, info

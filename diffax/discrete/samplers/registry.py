@@ -1,61 +1,27 @@
-"""The sampler registry, the shared signature and the default time grid.
+"""The sampler registry: names of the built-in sampler factories (and yours).
 
-Every sampler has the signature
-`sampler(key, process, model_fn, shape, *, num_steps, prediction="denoiser", temperature=1.0,
-top_p=1.0, cache=False, fixed_tokens=None, fixed_mask=None, **specific) -> (tokens, info)`
-where `model_fn(tokens [B, L] int32, t [B]) -> [B, L, V]` and `info["nfe"]` (int32) counts the
-network evaluations actually made. Samplers are registered with `register_sampler`, which makes
-an unknown keyword option an `UnknownOptionError` (a `ValueError` that is also a `TypeError`)
-listing the options the sampler accepts, whether it is called directly, through
-`samplers.get(name)` or through `diffax.discrete.sample`.
+A sampler factory binds a sampler's hyper-parameters and returns a `Step`
+(`ancestral()`, `remdm(eta=0.1)`, `pc(predictor=euler())`). `register_sampler(name)` adds a
+factory to `SAMPLERS`, so `diffax.discrete.sample(..., sampler=name, **options)` can build it from
+options, and makes an unknown keyword an `UnknownOptionError` (a `ValueError` that is also a
+`TypeError`) listing the factory's options.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
-from typing import Any
 
-import jax
-import jax.numpy as jnp
+from diffax.core.registry import Registry, factory_options
+from diffax.discrete.samplers.step import Step
 
-from diffax.core import Registry
-from diffax.core.validation import check_options
-
-samplers: Registry = Registry("sampler")
-
-#: Arguments every sampler takes positionally; the rest are its options.
-POSITIONAL = ("key", "process", "model_fn", "shape")
+SAMPLERS: Registry[Step] = Registry("sampler")
+#: Lower-case alias of `SAMPLERS`, kept for existing code.
+samplers = SAMPLERS
 
 
-def sampler_options(fn: Callable[..., Any]) -> list[str]:
-    """The keyword options a (registered) sampler accepts, in signature order."""
-    return [p for p in inspect.signature(fn).parameters if p not in POSITIONAL]
+def register_sampler(name: str) -> Callable[[Callable[..., Step]], Callable[..., Step]]:
+    """Decorator: registers a `Step` factory under `name`, checking option names on every call."""
+    return SAMPLERS.register_factory(name)
 
 
-def register_sampler(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: registers a sampler under `name`, checking option names on every call."""
-
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        parameters = inspect.signature(fn).parameters
-        allowed = sampler_options(fn)
-
-        @functools.wraps(fn)
-        def checked(*args, **kwargs):
-            check_options([k for k in kwargs if k not in parameters], allowed, f"sampler {name!r}")
-            return fn(*args, **kwargs)
-
-        samplers.register(name)(checked)
-        return checked
-
-    return decorator
-
-
-def time_grid(num_steps: int) -> jax.Array:
-    """`num_steps + 1` decreasing times 1 = t_0 > ... > t_N = 0. Returns float32 `[N + 1]`.
-
-    Samplers take the step t_i -> t_{i+1} with their own rule for i < N - 1; the last step
-    (to t = 0, where reverse rates diverge) draws x_0 from the denoiser.
-    """
-    return jnp.linspace(1.0, 0.0, num_steps + 1, dtype=jnp.float32)
+__all__ = ["SAMPLERS", "factory_options", "register_sampler", "samplers"]

@@ -1,31 +1,57 @@
-"""`sample`: one entry point that resolves a sampler by name and builds its time grid."""
+"""`sample`: one entry point that resolves a sampler (a name or a `Step`), builds its time grid
+and runs it with `run_steps`."""
 
 from __future__ import annotations
 
-import inspect
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from diffax.continuous.parameterizations import PREDICTIONS, ModelFn
 from diffax.continuous.processes import GaussianProcess
-from diffax.continuous.samplers import SAMPLERS
-from diffax.continuous.samplers.base import check_sde_t_max
+from diffax.continuous.samplers.loop import check_sde_t_max, run_steps
+from diffax.continuous.samplers.registry import SAMPLERS, factory_options
+from diffax.continuous.samplers.step import Step
 from diffax.continuous.time_grids import time_grid
 from diffax.core import check_choice, check_positive_int, is_concrete
 from diffax.core.validation import check_options, check_time_grid
 
-# Options every sampler takes; anything else must be a keyword of the chosen sampler.
-_COMMON = ("key", "process", "model_fn", "x", "ts", "prediction")
+# Options of `run_steps` that `sample` passes through, whatever the sampler.
+LOOP_OPTIONS = ("denoise", "trajectory")
 
 
-def sampler_options(sampler: str) -> tuple[str, ...]:
-    """The sampler-specific keyword options `sample` accepts for the registered `sampler`.
+def sampler_options(sampler: str | Step) -> tuple[str, ...]:
+    """Every keyword option `sample` accepts for `sampler` besides its own named arguments.
 
-    Raises an `UnknownOptionError` naming the registered samplers if `sampler` is not one.
+    For a registered name: the factory's hyper-parameters, then `LOOP_OPTIONS`; for a `Step`
+    object: `LOOP_OPTIONS` only. Raises a `ValueError` naming the registered samplers if
+    `sampler` is an unknown name.
     """
-    spec = SAMPLERS.get(sampler, "sampler")
-    return tuple(p for p in inspect.signature(spec.fn).parameters if p not in _COMMON)
+    if isinstance(sampler, Step):
+        return LOOP_OPTIONS
+    return factory_options(SAMPLERS.get(sampler, "sampler")) + LOOP_OPTIONS
+
+
+def resolve_sampler(sampler: str | Step, options: dict[str, Any]) -> tuple[Step, dict[str, Any]]:
+    """`(step, loop options)` from a sampler name or `Step` and `sample`'s extra `options`.
+
+    A name is looked up in `SAMPLERS` and its factory called with the options it takes; the
+    rest must be `LOOP_OPTIONS`. An unknown option is an `UnknownOptionError` listing all allowed.
+    """
+    if not isinstance(sampler, (str, Step)):
+        raise TypeError(
+            "sampler must be a name in SAMPLERS ("
+            f"{', '.join(SAMPLERS.names())}) or a diffax.continuous.Step, got "
+            f"{type(sampler).__name__}"
+        )
+    owner = f"sampler {sampler!r}" if isinstance(sampler, str) else f"step {sampler.name!r}"
+    check_options(options, sampler_options(sampler), owner)
+    loop = {k: v for k, v in options.items() if k in LOOP_OPTIONS}
+    if isinstance(sampler, Step):
+        return sampler, loop
+    hyper = {k: v for k, v in options.items() if k not in LOOP_OPTIONS}
+    return SAMPLERS.get(sampler, "sampler")(**hyper), loop
 
 
 def sample(
@@ -34,7 +60,7 @@ def sample(
     model_fn: ModelFn,
     shape: tuple[int, ...],
     *,
-    sampler: str,
+    sampler: str | Step,
     num_steps: int,
     prediction: str = "eps",
     grid: str | None = None,
@@ -44,7 +70,7 @@ def sample(
     ts: jax.Array | None = None,
     **options,
 ) -> tuple[jax.Array, dict]:
-    """Draws `shape[0]` samples with a registered sampler.
+    """Draws `shape[0]` samples with a sampler given by name or as a `Step`.
 
     Args:
       key: PRNG key (split into the prior draw and the sampler's noise).
@@ -53,7 +79,8 @@ def sample(
       shape: `(B, ...)` shape of the samples.
       sampler: a name in `SAMPLERS` ("euler_maruyama", "pc", "ode_euler", "ode_heun", "ddim",
         "dpm_solver_pp_2m", "dpm_solver_pp_3m", "dpm_solver_pp_2s", "edm_heun", "restart",
-        "adaptive_ode", "adaptive_sde").
+        "adaptive_ode", "adaptive_sde"), or a `Step` (e.g. `samplers.pc(predictor=...)`, or
+        one written by the user); its defaults (grid, t_min, uses_sde_t_max) apply.
       num_steps: number of grid intervals N >= 1 (ignored by the adaptive samplers except for
         the grid's endpoints).
       prediction: one of "eps", "x0", "v", "score", "velocity".
@@ -66,32 +93,34 @@ def sample(
         JAX array, concrete or traced), used instead of grid/t_min/t_max; then `grid`, `t_min`
         and `t_max` must be left unset and `num_steps` must equal N. Its values are checked when
         concrete (also a concrete grid closed over inside `jit`), skipped when traced.
-      **options: sampler-specific keywords (e.g. `eta`, `denoise`, `s_churn`, `rtol`); an
-        unknown one is an `UnknownOptionError` (a `ValueError` and a `TypeError`) listing them.
+      **options: for a name, its factory's hyper-parameters (e.g. `eta`, `s_churn`, `rtol`);
+        for any sampler, the `run_steps` options `denoise` (default True: final x0 prediction,
+        one NFE) and `trajectory` (default False). An unknown one is an `UnknownOptionError`
+        (a `ValueError` and a `TypeError`) listing them (`sampler_options`).
 
     Returns:
-      `(samples [B, ...], info)` with `info["nfe"]` the network evaluations made.
+      `(samples [B, ...], info)` with `info["nfe"]` the network evaluations made and, with
+      `trajectory=True`, `info["trajectory"]` `[N + 1, B, ...]` (see `run_steps`).
 
     Raises:
       ValueError: on bad arguments, and (eager calls only) when the samples are not finite.
       Under `jit` non-finite samples are returned as they are.
       Reference: Song et al. 2021, SDEs (sampling API of score_sde, by name).
     """
-    spec = SAMPLERS.get(sampler, "sampler")
     check_choice(prediction, PREDICTIONS, "prediction")
     num_steps = check_positive_int(num_steps, "num_steps")
     if not (isinstance(shape, tuple) and shape and all(isinstance(n, int) for n in shape)):
         raise TypeError(f"shape must be a non-empty tuple of ints (batch first), got {shape!r}")
-    check_options(options, sampler_options(sampler), f"sampler {sampler!r}")
+    step, loop_options = resolve_sampler(sampler, options)
     if ts is None:
-        t_min = spec.t_min if t_min is None else t_min
+        t_min = step.t_min if t_min is None else t_min
         if t_max is None:
-            t_max = process.sde_t_max if spec.uses_sde_t_max else 1.0
-        elif spec.uses_sde_t_max and is_concrete(t_max):
+            t_max = process.sde_t_max if step.uses_sde_t_max else 1.0
+        elif step.uses_sde_t_max and is_concrete(t_max):
             # Checked here too: under jit the grid built below is traced.
-            check_sde_t_max(process, [t_max], sampler)
+            check_sde_t_max(process, [t_max], step.name)
         ts = time_grid(
-            process, num_steps, t_min=t_min, t_max=t_max, grid=grid or spec.grid, rho=rho
+            process, num_steps, t_min=t_min, t_max=t_max, grid=grid or step.grid, rho=rho
         )
     else:
         given = [
@@ -112,12 +141,14 @@ def sample(
         ts = jnp.asarray(ts, jnp.float32)
     key_prior, key_sampler = jax.random.split(key)
     x = process.prior_sample(key_prior, shape, t=ts[0])
-    samples, info = spec.fn(key_sampler, process, model_fn, x, ts, prediction=prediction, **options)
+    samples, info = run_steps(
+        key_sampler, step, process, model_fn, x, ts, prediction=prediction, **loop_options
+    )
     if is_concrete(samples) and not bool(jnp.all(jnp.isfinite(samples))):
         # Eager calls only (one check after the loop); under jit non-finite samples are returned.
         bad = int(jnp.sum(~jnp.isfinite(samples)))
         raise ValueError(
-            f"sampler {sampler!r} produced {bad} non-finite values (NaN or inf): model_fn returned "
-            "non-finite outputs or the solver diverged; check the model and the time grid"
+            f"sampler {step.name!r} produced {bad} non-finite values (NaN or inf): model_fn "
+            "returned non-finite outputs or the solver diverged; check the model and the time grid"
         )
     return samples, info
