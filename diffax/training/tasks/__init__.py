@@ -11,6 +11,9 @@ from diffax.training.tasks.model_dtype import compute_dtype
 from diffax.training.tasks.sample_options import parse_options, sample_options
 from diffax.training.tasks.text import TextDiffusionTask, make_discrete_process
 
+# `diffax.training.tasks` used to be the registry itself; its lookups keep working on the package.
+get, names, register = TASKS.get, TASKS.names, TASKS.register
+
 __all__ = [
     "TASKS",
     "ContinuousDiffusionTask",
