@@ -43,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.text_key = "text"  # text feature of a TFDS text dataset (source=tfds)
     config.data.markov_vocab_size = 8  # source=markov: symbols of the synthetic Markov chain
     config.data.markov_concentration = 0.5  # source=markov: Dirichlet concentration of its rows
+    # A subword tokenizer read from a local file (never downloaded): a Hugging Face `tokenizers`
+    # JSON (*.json) or a sentencepiece model (*.model). When set it replaces data.tokenizer.
+    config.data.tokenizer_path = ""
 
     config.process = ml_collections.ConfigDict()
     config.process.name = "masked"
@@ -64,6 +67,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.mlp_ratio = 4.0
     config.model.time_conditioning = True
     config.model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
+    config.model.cond_dim = 128  # width of the time condition feeding adaLN (MDLM/SEDD: 128)
+    # Attention backend: auto (cudnn on GPU, splash on TPU, xla elsewhere) | xla | cudnn | splash
+    config.model.attention = "auto"
+    config.model.scan_layers = True  # blocks under nnx.scan with stacked parameters
+    # Rematerialisation of each block in the backward pass: none | full | dots_saveable |
+    # dots_with_no_batch_dims_saveable | offload_dots (GPU/TPU) ...
+    config.model.remat = "none"
+    config.model.vocab_multiple = 128  # output classes padded to a multiple of this (1: none)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.lr = 2e-3
@@ -73,12 +84,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.b1 = 0.9
     config.optimizer.b2 = 0.999
     config.optimizer.grad_clip = 1.0
+    config.optimizer.moment_dtype = "float32"  # float32 | bfloat16 (Adam first/second moments)
 
     config.train = ml_collections.ConfigDict()
     config.train.num_steps = 1500
     config.train.batch_size = 64  # global batch (all processes, all accumulation steps)
     config.train.accum_steps = 1
     config.train.loss = "masked_elbo"  # masked_elbo | score_entropy | ctmc_elbo | flow_matching_ce
+    # masked_elbo: logits and cross-entropy in vocab chunks of this many classes, with a custom
+    # gradient, never materialising [B, L, V] logits (0: full logits).
+    config.train.loss_vocab_chunk = 8192
+    config.train.z_loss = 0.0  # weight of the z-loss (log Z)^2 on the denoiser logits (PaLM)
     config.train.ema_decay = 0.99
     config.train.log_every = 100
     config.train.progress_bar = True
@@ -93,7 +109,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh.fsdp = 1
     config.mesh.model = 1
     # logical parameter axis -> mesh axis (None: replicated)
-    config.mesh.rules = (("embed", "fsdp"), ("mlp", "model"), ("heads", "model"), ("vocab", None))
+    config.mesh.rules = (
+        ("embed", "fsdp"),
+        ("mlp", "model"),
+        ("heads", "model"),
+        ("vocab", "model"),
+    )
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 500

@@ -5,6 +5,9 @@
   python -m experiments.main --config=configs/quickstart.py --workdir=/tmp/run --mode=sample
 
 Override any config key on the command line: `--config.train.num_steps=200`.
+The workdir may be a URL (`--workdir=gs://bucket/run`): it reaches orbax and every writer
+unchanged. `--profile_steps=10,15` records a `jax.profiler` trace of steps 10..14 under
+`<workdir>/profile` (primary process; open it with TensorBoard's profile plugin or xprof).
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Total number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_PROFILE_STEPS = flags.DEFINE_string(
+    "profile_steps",
+    None,
+    "FIRST,END: write a jax.profiler trace of train steps FIRST..END-1 under <workdir>/profile.",
+)
 flags.mark_flag_as_required("workdir")
 
 
@@ -210,16 +218,25 @@ def main(argv):
         if _debugging():
             raise
         _fail(_config_error(e), 2)
-    # A remote path such as gs://bucket/run must stay as given; local ones are made absolute.
-    workdir = _WORKDIR.value if "://" in _WORKDIR.value else os.path.abspath(_WORKDIR.value)
+    # Imported here so `--help` and flag errors do not pay for importing JAX.
+    from diffax.training.loop import check_profile_steps
+    from diffax.training.workdir import workdir_path
+
     try:
-        # Imported here so `--help` and flag errors do not pay for importing JAX.
+        # A URL such as gs://bucket/run stays as given; a local path is made absolute.
+        workdir = workdir_path(_WORKDIR.value)
+        profile_steps = check_profile_steps(_PROFILE_STEPS.value)
+        if profile_steps is not None and _MODE.value != "train":
+            raise ValueError("--profile_steps applies to --mode=train only")
+    except ValueError as e:
+        _fail(_one_line(e), 2)
+    try:
         from diffax import training
         from diffax.training import distributed
 
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         if _MODE.value == "train":
-            training.train(config, workdir)
+            training.train(config, workdir, profile_steps=profile_steps)
         elif _MODE.value == "eval":
             training.evaluate(config, workdir)
         else:

@@ -3,8 +3,9 @@
 For testing multi-process (multi-host) code on a laptop or CI machine: each process is an
 `experiments.main` run with `--coordinator_address`, `--num_processes` and `--process_id`; on CPU
 they exchange data through gloo collectives. Output lines are prefixed with the process index.
-SIGTERM/SIGINT are forwarded to every process (each then writes its share of a checkpoint); if one
-process fails, the others are stopped and the launcher exits with its code.
+SIGTERM/SIGINT are forwarded to every process (they agree on one step through JAX's preemption
+sync point and each writes its share of that checkpoint); if one process fails, the others are
+stopped and the launcher exits with its code.
 
   python launch/local.py --num_processes=2 --cpu_devices_per_process=2 -- \
       --config=configs/quickstart.py --workdir=/tmp/run2 --config.train.num_steps=100

@@ -5,7 +5,10 @@
 #
 # Each worker installs diffax with the `tpu` extra (first run only) and starts experiments.main;
 # jax.distributed.initialize() discovers the slice from the TPU metadata. The workdir should be a
-# GCS path or a shared file system that every worker can write.
+# GCS path (gs://..., passed to orbax unchanged) or a shared file system every worker can write.
+# LIBTPU_INIT_ARGS for TPU v5p come from launch/xla_env.sh (see launch/XLA_FLAGS.md). A
+# maintenance event sends SIGTERM to the workers: they agree on one step through JAX's
+# preemption sync point, all save it, and rerunning this command resumes from it.
 set -euo pipefail
 TPU=${1:?usage: launch/tpu_vm.sh TPU_NAME ZONE CONFIG WORKDIR [overrides...]}
 ZONE=${2:?zone}
@@ -18,5 +21,6 @@ gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" --worker=all --command="
   set -e
   cd $REPO_DIR
   python3 -m pip install -q -e '.[tpu]'
+  source launch/xla_env.sh tpu
   python3 -m experiments.main --config=$CONFIG --workdir=$WORKDIR $OVERRIDES
 "

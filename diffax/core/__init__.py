@@ -1,5 +1,6 @@
-"""Shared building blocks: pytree dataclasses, registries, argument checks."""
+"""Shared building blocks: pytree dataclasses, registries, argument checks, vocab-chunked CE."""
 
+from diffax.core.cross_entropy import LinearHead, chunked_cross_entropy, head_logits
 from diffax.core.pytree import pytree_dataclass, static_field
 from diffax.core.registry import Registry
 from diffax.core.validation import (
@@ -21,6 +22,7 @@ from diffax.core.validation import (
 )
 
 __all__ = [
+    "LinearHead",
     "Registry",
     "UnknownOptionError",
     "batch_time",
@@ -36,6 +38,8 @@ __all__ = [
     "check_time_grid",
     "check_time_range",
     "check_tokens",
+    "chunked_cross_entropy",
+    "head_logits",
     "is_concrete",
     "pytree_dataclass",
     "static_field",

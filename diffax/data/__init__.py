@@ -1,20 +1,28 @@
-"""Input pipelines (grain) and data sources: text corpora, tokenizers, toy 2-D data, TFDS images.
+"""Input pipelines (grain) and data sources: text corpora, tokenizers (built in or from a file),
+prepared token shards, toy 2-D data, TFDS text and images.
 
 `SOURCES` resolves `config.data.source` to a `Source` (see `diffax.data.sources`).
 """
 
+from diffax.data.packing import ConcatChunkIterDataset, concat_and_chunk
 from diffax.data.pipeline import heldout_batches, train_dataset, with_workers
 from diffax.data.sources import SOURCES, Source, TokenSource, VectorSource, build_source
 from diffax.data.text import (
+    DOCUMENT_FORMATS,
     TokenCorpus,
+    builtin_documents,
     builtin_text,
+    encode_documents,
     load_corpus,
+    make_tokenizer,
+    read_documents,
     read_text_file,
     unigram_entropy_bits,
 )
 from diffax.data.tfds_source import (
     KNOWN_IMAGE_DATASETS,
-    encode_fixed_length,
+    DocumentEncoder,
+    document_end_ids,
     image_dataset,
     image_source,
     is_tfds_dataset,
@@ -25,12 +33,18 @@ from diffax.data.tfds_source import (
     tfds_source,
     unscale_images,
 )
+from diffax.data.token_shards import TokenStream, read_metadata, write_token_shards
 from diffax.data.tokenizers import (
+    EOS_TOKENS,
     TOKENIZERS,
     ByteTokenizer,
     CharTokenizer,
+    HuggingFaceTokenizer,
+    SentencePieceTokenizer,
     Text8Tokenizer,
     Tokenizer,
+    file_sha256,
+    load_tokenizer,
     tokenizers,
 )
 from diffax.data.toy import (
@@ -48,6 +62,8 @@ from diffax.data.toy import (
 )
 
 __all__ = [
+    "DOCUMENT_FORMATS",
+    "EOS_TOKENS",
     "SOURCES",
     "TOKENIZERS",
     "Source",
@@ -59,23 +75,36 @@ __all__ = [
     "ByteTokenizer",
     "CharTokenizer",
     "Checkerboard",
+    "ConcatChunkIterDataset",
+    "DocumentEncoder",
     "GaussianGrid",
     "GaussianRing",
+    "HuggingFaceTokenizer",
+    "SentencePieceTokenizer",
     "SwissRoll",
     "ToyDistribution",
     "TwoMoons",
     "Text8Tokenizer",
     "TokenCorpus",
+    "TokenStream",
     "Tokenizer",
+    "builtin_documents",
     "builtin_text",
-    "encode_fixed_length",
+    "concat_and_chunk",
+    "document_end_ids",
+    "encode_documents",
+    "file_sha256",
     "hashed_uniforms",
     "heldout_batches",
     "image_dataset",
     "image_source",
     "is_tfds_dataset",
     "load_corpus",
+    "load_tokenizer",
+    "make_tokenizer",
     "ordered_dataset",
+    "read_documents",
+    "read_metadata",
     "read_text_file",
     "scale_images",
     "text_dataset",
@@ -89,4 +118,5 @@ __all__ = [
     "unigram_entropy_bits",
     "unscale_images",
     "with_workers",
+    "write_token_shards",
 ]

@@ -1,4 +1,4 @@
-"""Image datasets from TFDS through `tfds.data_source` (random access; no TensorFlow needed).
+"""Image and text datasets from TFDS through `tfds.data_source` (random access; no TensorFlow).
 
 `tfds.data_source` reads datasets prepared in the `array_record` (or parquet) file format from a
 local `data_dir`; nothing is downloaded here (`download=False`). Prepare a dataset once, on any
@@ -12,7 +12,8 @@ Images are uint8 `[H, W, C]`; the pipelines return float32 NHWC batches scaled t
 `x / 127.5 - 1` (exactly invertible: `unscale_images`). Training pipelines shuffle with a seed
 (a fresh permutation per epoch) and repeat forever; each process reads its block of every global
 batch (see `image_dataset`), so batches are deterministic per (seed, index) and resumable from the
-grain iterator state.
+grain iterator state. Text documents are tokenised, followed by EOS (or a newline) and packed
+into consecutive windows without padding (`text_dataset`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 
 import grain
 import numpy as np
+
+from diffax.data.packing import concat_and_chunk
 
 #: Image datasets known to work (fixed-size uint8 images under the "image" feature); any other
 #: TFDS builder name is accepted too, if its images have a fixed shape.
@@ -235,15 +238,44 @@ def image_dataset(
     )
 
 
-def encode_fixed_length(text, tokenizer, seq_len: int, pad_id: int) -> np.ndarray:
-    """Tokenises one example to exactly `seq_len` int32 ids: truncated, or padded with `pad_id`.
+def document_end_ids(tokenizer) -> np.ndarray:
+    """The ids appended to every document before concatenation.
 
-    `text` may be `str` or UTF-8 `bytes` (as TFDS returns text features).
+    `[eos_id]` when the tokenizer has an EOS token; otherwise the encoding of a newline (the
+    byte tokenizer: byte 10; text8: its space, id 26), a separator that marks no boundary.
+
+    Raises:
+      ValueError: the tokenizer has no EOS token and encodes a newline to nothing.
     """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    ids = np.asarray(tokenizer.encode(str(text)), np.int32)[:seq_len]
-    return np.pad(ids, (0, seq_len - len(ids)), constant_values=pad_id)
+    if tokenizer.eos_id is not None:
+        return np.array([tokenizer.eos_id], np.int32)
+    ids = np.asarray(tokenizer.encode("\n"), np.int32)
+    if ids.size == 0:
+        raise ValueError(
+            "the tokenizer has no EOS token and encodes a newline to nothing: documents could "
+            "not be separated; use a tokenizer file with an EOS token (data.tokenizer_path)"
+        )
+    return ids
+
+
+class DocumentEncoder:
+    """A TFDS example -> its tokenised text followed by `document_end_ids(tokenizer)`.
+
+    Args:
+      tokenizer: the tokenizer.
+      text_key: the text feature (str or UTF-8 bytes).
+    """
+
+    def __init__(self, tokenizer, text_key: str = "text"):
+        self.tokenizer, self.text_key = tokenizer, text_key
+        self.end = document_end_ids(tokenizer)
+
+    def __call__(self, example) -> np.ndarray:
+        text = example[self.text_key]
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        ids = np.asarray(self.tokenizer.encode(str(text)), np.int32)
+        return np.concatenate([ids, self.end])
 
 
 def text_dataset(
@@ -253,25 +285,46 @@ def text_dataset(
     batch_size: int,
     *,
     seed: int,
-    pad_id: int,
     text_key: str = "text",
     shuffle: bool = True,
     repeat: bool = True,
     shard_index: int = 0,
     shard_count: int = 1,
-) -> grain.MapDataset:
-    """`[batch_size, seq_len]` int32 batches of tokenised examples (e.g. LM1B sentences).
+) -> grain.IterDataset:
+    """`[batch_size, seq_len]` int32 batches of packed documents (e.g. LM1B sentences).
 
-    Each example is one sequence (`encode_fixed_length`); order and sharding as in
-    `ordered_dataset`.
+    The global document order is: shuffle (seeded, a fresh permutation every epoch), then repeat
+    (forever, if `repeat`). Process p of P takes documents p, p + P, p + 2P, ... of that order,
+    tokenises each, appends `document_end_ids` (EOS, or a newline without one), concatenates
+    them and cuts the stream into consecutive length-`seq_len` windows (`concat_and_chunk`): no
+    padding, no truncation; a window may hold the end of one document and the start of the next.
+    The iterator state resumes at the exact next token.
+
+    Args:
+      source: a random-access source of examples (a TFDS data source or a list of dicts).
+      tokenizer: the tokenizer (`eos_id` decides the document separator).
+      seq_len: window length L.
+      batch_size: per-process batch size (an incomplete last batch is dropped).
+      seed: shuffle seed (0 <= seed < 2**32).
+      text_key: the text feature (str or UTF-8 bytes).
+      shuffle: shuffle the documents.
+      repeat: repeat forever (training); False for one pass (evaluation).
+      shard_index, shard_count: this process and the number of processes.
+
+    Returns:
+      A `grain.IterDataset` (checkpointable iterator).
     """
-    return ordered_dataset(
-        source,
-        batch_size,
-        lambda example: encode_fixed_length(example[text_key], tokenizer, seq_len, pad_id),
-        seed=seed,
-        shuffle=shuffle,
-        repeat=repeat,
-        shard_index=shard_index,
-        shard_count=shard_count,
-    )
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index={shard_index} must lie in [0, shard_count={shard_count})")
+    if len(source) < shard_count:
+        raise ValueError(
+            f"the split has {len(source)} documents, fewer than the {shard_count} processes"
+        )
+    base = grain.MapDataset.source(source)
+    if shuffle:
+        base = base.shuffle(seed=seed)
+    if repeat:
+        base = base.repeat()
+    documents = base[shard_index::shard_count].map(DocumentEncoder(tokenizer, text_key))
+    windows = concat_and_chunk(documents.to_iter_dataset(), seq_len)
+    return windows.batch(batch_size, drop_remainder=True)

@@ -19,13 +19,15 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from diffax.core import batch_time, check_shape, check_tokens
+from diffax.core import LinearHead, batch_time, check_shape, check_tokens, chunked_cross_entropy
 from diffax.core.validation import check_ndim
 from diffax.discrete.processes import PREDICTIONS as PREDICTIONS
 from diffax.discrete.processes import Process
 from diffax.discrete.processes.base import check_prediction_name
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+"""`model_fn(tokens [B, L] int32, t [B]) -> [B, L, V]` output; the masked ELBO (a denoiser)
+also accepts a `LinearHead` (hidden `[B, L, D]`), whose logits are never materialised."""
 
 
 def check_prediction(prediction: str) -> None:
@@ -48,6 +50,40 @@ def evaluate(model_fn: ModelFn, process: Process, x: jax.Array, t: jax.Array) ->
     out = model_fn(x, t)
     check_shape(out, tuple(x.shape) + (process.vocab_size,), "model_fn output")
     return jnp.asarray(out, jnp.float32)
+
+
+def denoiser_nll(
+    process: Process, output: jax.Array | LinearHead, x0: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """-log p_theta(x_0^l | x_t) and the log-partition of the denoiser logits, per position.
+
+    Args:
+      process: the forward process (its `vocab_size` is V).
+      output: `[B, L, V]` denoiser logits, or a `LinearHead` with hidden `[B, L, D]` whose
+        cross-entropy is computed in vocab chunks (`chunked_cross_entropy`, never `[B, L, V]`).
+      x0: `[B, L]` int32 clean tokens (the targets).
+
+    Returns:
+      `(nll [B, L] float32, log_z [B, L] float32)`, log_z = logsumexp over the V logits.
+    """
+    vocab = process.vocab_size
+    if isinstance(output, LinearHead):
+        check_shape(output.hidden, tuple(x0.shape) + output.hidden.shape[-1:], "LinearHead.hidden")
+        hidden = output.hidden.reshape(-1, output.hidden.shape[-1])
+        nll, log_z = chunked_cross_entropy(
+            hidden,
+            output.kernel,
+            x0.reshape(-1),
+            num_classes=vocab,
+            chunk_size=output.chunk_size,
+            bias=output.bias,
+        )
+        return nll.reshape(x0.shape), log_z.reshape(x0.shape)
+    check_shape(output, tuple(x0.shape) + (vocab,), "logits (model output)")
+    logits = output.astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, x0[..., None], axis=-1)[..., 0]
+    return nll, jax.nn.logsumexp(logits, axis=-1)
 
 
 def denoiser_to_score(process: Process, logits: jax.Array, x_t: jax.Array, t: jax.Array):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffax.nn.layers import Dense, sinusoidal_embedding
+from diffax.nn.layers import Dense, remat_policy, sinusoidal_embedding
 
 
 class Conv(nnx.Module):
@@ -177,6 +177,9 @@ class UNet(nnx.Module):
       num_groups: GroupNorm groups (at most; `min(num_groups, channels)` are used).
       rngs: `nnx.Rngs` for parameter initialisation.
       dtype: computation dtype (float32 or bfloat16); parameters and normalisation are float32.
+      remat: rematerialisation of each resolution level (its down blocks, its up blocks, and the
+        middle blocks) in the backward pass, a name accepted by `diffax.nn.remat_policy`
+        ("none", "full", "dots_saveable", ...).
 
     Reference: Ho et al. 2020, Denoising Diffusion Probabilistic Models (CIFAR-10 model:
     base 128, mults (1, 2, 2, 2), 2 blocks, attention at 16x16).
@@ -194,7 +197,9 @@ class UNet(nnx.Module):
         num_heads: int = 1,
         num_groups: int = 32,
         dtype: jnp.dtype = jnp.float32,
+        remat: str = "none",
     ):
+        remat_policy(remat)  # raises ValueError naming model.remat
         channel_mults, attention_levels = tuple(channel_mults), tuple(attention_levels)
         if not channel_mults or num_res_blocks < 1:
             raise ValueError("channel_mults must be non-empty and num_res_blocks >= 1")
@@ -204,6 +209,7 @@ class UNet(nnx.Module):
                 f"attention_levels {bad} out of range; levels are 0..{len(channel_mults) - 1}"
             )
         self.channels, self.base_channels, self.dtype = channels, base_channels, dtype
+        self.remat = remat
         self.num_levels = len(channel_mults)
         temb_dim = 4 * base_channels
         kw = dict(rngs=rngs, dtype=dtype)
@@ -214,8 +220,11 @@ class UNet(nnx.Module):
         self.t_fc2 = Dense(temb_dim, temb_dim, ("mlp", "embed"), rngs=rngs)
         self.conv_in = Conv(channels, base_channels, (None, "embed"), **kw)
 
+        # Layers of each resolution level, as (start, stop) ranges into `down` / `up`.
+        down_levels, up_levels = [], []
         down, skips, ch = [], [base_channels], base_channels
         for level, mult in enumerate(channel_mults):
+            start = len(down)
             for _ in range(num_res_blocks):
                 down.append(block(ch, base_channels * mult, level in attention_levels))
                 ch = base_channels * mult
@@ -223,18 +232,22 @@ class UNet(nnx.Module):
             if level < self.num_levels - 1:
                 down.append(Downsample(ch, **kw))
                 skips.append(ch)
+            down_levels.append((start, len(down)))
         self.down = nnx.List(down)
         self.mid1 = block(ch, ch, bool(attention_levels))
         self.mid2 = block(ch, ch, False)
 
         up = []
         for level, mult in reversed(list(enumerate(channel_mults))):
+            start = len(up)
             for _ in range(num_res_blocks + 1):
                 up.append(block(ch + skips.pop(), base_channels * mult, level in attention_levels))
                 ch = base_channels * mult
             if level > 0:
                 up.append(Upsample(ch, **kw))
+            up_levels.append((start, len(up)))
         self.up = nnx.List(up)
+        self.down_levels, self.up_levels = tuple(down_levels), tuple(up_levels)
         self.norm_out = GroupNorm(ch, "embed", num_groups=num_groups)
         self.conv_out = Conv(ch, channels, ("embed", None), zero_init=True, **kw)
 
@@ -251,15 +264,61 @@ class UNet(nnx.Module):
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
         temb = self.t_fc2(jax.nn.silu(self.t_fc1(sinusoidal_embedding(t, self.base_channels))))
         temb = jax.nn.silu(temb).astype(self.dtype)
+        policy = remat_policy(self.remat)
+        down_level, middle, up_level = (
+            _checkpointed(f, policy) for f in (_down_level, _middle, _up_level)
+        )
         h = self.conv_in(x)
         hs = [h]
-        for layer in self.down:
-            h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
-            hs.append(h)
-        h = self.mid2(self.mid1(h, temb), temb)
-        for layer in self.up:
-            if isinstance(layer, ResBlock):
-                h = layer(jnp.concatenate([h, hs.pop()], axis=-1), temb)
-            else:
-                h = layer(h)
+        for start, stop in self.down_levels:
+            outs = down_level(tuple(self.down[start:stop]), h, temb)
+            hs.extend(outs)
+            h = outs[-1]
+        h = middle(self.mid1, self.mid2, h, temb)
+        for start, stop in self.up_levels:
+            layers = tuple(self.up[start:stop])
+            num_skips = sum(isinstance(layer, ResBlock) for layer in layers)
+            skips = tuple(hs.pop() for _ in range(num_skips))
+            h = up_level(layers, h, skips, temb)
         return self.conv_out(jax.nn.silu(self.norm_out(h))).astype(jnp.float32)
+
+
+def _checkpointed(fn, policy):
+    """`fn(modules, *arrays)` under `jax.checkpoint(policy)` (unchanged when policy is None).
+
+    The modules travel as pure state (split outside, merged inside) rather than through
+    `nnx.remat`, so a U-Net built outside a `lax` loop (a sampler) still runs inside it.
+    """
+    if policy is None:
+        return fn
+
+    def call(modules, *args):
+        graphdef, state = nnx.split(modules)
+        pure = lambda state, *args: fn(nnx.merge(graphdef, state), *args)
+        return jax.checkpoint(pure, policy=policy)(state, *args)
+
+    return call
+
+
+def _down_level(layers, h, temb):
+    """Runs one level on the way down; returns every layer's output (the skip connections)."""
+    outs = []
+    for layer in layers:
+        h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
+        outs.append(h)
+    return outs
+
+
+def _middle(mid1, mid2, h, temb):
+    return mid2(mid1(h, temb), temb)
+
+
+def _up_level(layers, h, skips, temb):
+    """Runs one level on the way up; `skips` in the order the ResBlocks consume them."""
+    skips = list(skips)
+    for layer in layers:
+        if isinstance(layer, ResBlock):
+            h = layer(jnp.concatenate([h, skips.pop(0)], axis=-1), temb)
+        else:
+            h = layer(h)
+    return h

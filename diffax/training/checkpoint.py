@@ -5,11 +5,17 @@ state pytree, whose `step` is the step) and `data` (the grain iterator state, on
 process). Checkpoints of earlier versions also hold a `meta` item, which nothing reads. orbax
 writes into a temporary directory and renames it when complete, so a save killed half-way is never
 listed as a step and `latest_step()` is always a complete checkpoint.
+
+The directory is an `etils.epath.Path`: a URL (`gs://bucket/run/checkpoints`) reaches orbax
+unchanged. Before a restore the stored tree (orbax metadata: paths and shapes) is compared with
+the expected one, so a checkpoint of another model layout is refused with the differing
+parameters named instead of a tensorstore error.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -17,6 +23,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 
 class Checkpointer:
@@ -34,7 +41,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        directory: str,
+        directory: str | os.PathLike,
         *,
         keep: int,
         keep_every: int = 0,
@@ -50,7 +57,8 @@ class Checkpointer:
             cleanup_tmp_directories=not read_only,
             read_only=read_only,
         )
-        self.directory = os.path.abspath(directory)
+        text = os.fspath(directory)
+        self.directory = epath.Path(text if "://" in text else os.path.abspath(text))
         handlers = {"state": ocp.StandardCheckpointHandler()}
         if not read_only:
             handlers["data"] = grain.checkpoint.CheckpointHandler()
@@ -103,13 +111,71 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
+    def reached_preemption(self, step: int) -> bool:
+        """True when every process has agreed to stop and checkpoint at `step` (multi-host).
+
+        orbax's `CheckpointManager.reached_preemption`, i.e. JAX's preemption sync point: when
+        any process receives SIGTERM, the coordination service picks a step every process
+        reaches; each process must call this after every step with the same step numbers.
+        Always False in a single-process run (no distributed runtime).
+        """
+        return bool(self._manager.reached_preemption(step))
+
+    def stored_shapes(self, step: int) -> dict[str, tuple[int, ...]] | None:
+        """{"params/blocks/0/..": shape} of the `state` item of checkpoint `step` (orbax metadata).
+
+        None when the metadata cannot be read (then `restore` reports whatever orbax raises).
+        """
+        try:
+            meta = self._manager.item_metadata(step)
+            tree = meta["state"] if "state" in meta else None
+        except Exception:  # metadata of a corrupt or foreign step: restore reports it
+            return None
+        if tree is None:
+            return None
+        flat = jax.tree_util.tree_flatten_with_path(
+            tree, is_leaf=lambda x: hasattr(x, "shape") and not isinstance(x, dict)
+        )[0]
+        return {_path_name(path): tuple(getattr(x, "shape", ()) or ()) for path, x in flat}
+
+    def check_structure(self, step: int, abstract_state: Any) -> None:
+        """Raises ValueError when checkpoint `step` does not hold the tree of `abstract_state`.
+
+        Compares parameter paths and shapes (from orbax metadata, nothing is read) and names the
+        first differences and what to do (a layout written before scanned layers and the
+        128-wide adaLN condition: `model.scan_layers=False` / `model.cond_dim`, or a new workdir).
+        """
+        stored = self.stored_shapes(step)
+        if stored is None:
+            return
+        flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+        expected = {_path_name(path): tuple(x.shape) for path, x in flat}
+        diffs = structure_differences(stored, expected)
+        if diffs:
+            raise ValueError(
+                f"the checkpoint at step {step} in {self.directory} does not match the model "
+                "of this config: "
+                + "; ".join(diffs[:6])
+                + (f"; ... ({len(diffs)} differences)" if len(diffs) > 6 else "")
+                + ". "
+                + _layout_hint(stored, expected)
+            )
+
+    def restore(
+        self, step: int, abstract_state: Any, data_iterator: Any = None, *, check: bool = True
+    ) -> Any:
         """Restores `step` into arrays laid out like `abstract_state` (shapes + shardings).
 
         The data iterator, when given, is restored in place (eval and sample pass none). The
         target shardings come from the current mesh, so a checkpoint written on a different
-        number of devices restores onto this one.
+        number of devices restores onto this one. `check`: first compare the stored tree with
+        `abstract_state` (`check_structure`).
+
+        Raises:
+          ValueError: the stored tree differs from `abstract_state`.
         """
+        if check:
+            self.check_structure(step, abstract_state)
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -128,6 +194,65 @@ class Checkpointer:
         """Finishes pending saves and releases resources."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _path_name(path) -> str:
+    parts = []
+    for k in path:
+        key = getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))
+        parts.append(str(key))
+    return "/".join(parts)
+
+
+def structure_differences(
+    stored: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """Human-readable differences between two {path: shape} trees, sorted by path.
+
+    Args:
+      stored: paths and shapes found in a checkpoint.
+      expected: paths and shapes the current config builds.
+
+    Returns:
+      Lines "path: only in the checkpoint [shape]", "path: missing from the checkpoint
+      (expected [shape])" and "path: shape [a] in the checkpoint, [b] expected".
+    """
+    out = []
+    for key in sorted(set(stored) | set(expected)):
+        if key not in expected:
+            out.append(f"{key}: only in the checkpoint {list(stored[key])}")
+        elif key not in stored:
+            out.append(f"{key}: missing from the checkpoint (expected {list(expected[key])})")
+        elif stored[key] != expected[key]:
+            out.append(
+                f"{key}: shape {list(stored[key])} in the checkpoint, {list(expected[key])} "
+                "expected"
+            )
+    return out
+
+
+def _layout_hint(stored: dict, expected: dict) -> str:
+    """What to do about a layout difference, guessed from the parameter paths."""
+    layer = re.compile(r"/\d+(/|$)")
+    unrolled = any(layer.search(k) for k in stored if k.startswith("params/"))
+    scanned = any(layer.search(k) for k in expected if k.startswith("params/"))
+    if unrolled and not scanned:
+        what = (
+            "It was written with one parameter tree per layer (blocks/0/...), the layout before "
+            "scanned layers: resume it with model.scan_layers=False (and model.cond_dim equal "
+            "to model.dim if its adaLN shapes differ), or start a new --workdir."
+        )
+    elif scanned and not unrolled:
+        what = (
+            "It was written with stacked (scanned) layers: resume it with "
+            "model.scan_layers=True, or start a new --workdir."
+        )
+    else:
+        what = (
+            "It was written by another model config or an earlier diffax version (e.g. an adaLN "
+            "condition of width model.dim: set model.cond_dim to it), or start a new --workdir."
+        )
+    return what
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

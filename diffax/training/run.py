@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import math
 import os
+import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from diffax.training import mesh as mesh_lib
 from diffax.training.checkpoint import Checkpointer, abstract_like
@@ -22,7 +24,7 @@ from diffax.training.mesh import global_array
 from diffax.training.optimizer import adamw
 from diffax.training.step import init_train_state, state_shardings
 from diffax.training.tasks import build_task
-from diffax.training.workdir import prepare_workdir
+from diffax.training.workdir import is_url, prepare_workdir, workdir_path
 
 
 def is_primary() -> bool:
@@ -31,9 +33,16 @@ def is_primary() -> bool:
 
 
 class Run:
-    """Everything derived from a config and a workdir, shared by train, eval and sample."""
+    """Everything derived from a config and a workdir, shared by train, eval and sample.
 
-    def __init__(self, config, workdir: str, *, for_training: bool):
+    Args:
+      config: the run's config.
+      workdir: the run directory, a local path or a URL (kept as an `etils.epath.Path`).
+      for_training: False for eval and sample (read-only checkpointer, no data iterator).
+    """
+
+    def __init__(self, config, workdir: str | os.PathLike, *, for_training: bool):
+        workdir = workdir_path(workdir)
         self.config, self.workdir, self.for_training = config, workdir, for_training
         # Nothing is written here (the entry points have checked the config and the workdir
         # path): a bad task leaves nothing behind; `train` records the config afterwards.
@@ -62,6 +71,7 @@ class Run:
             b1=o.b1,
             b2=o.b2,
             grad_clip=o.grad_clip,
+            moments=o.moment_dtype,
         )
         self.replicated = mesh_lib.replicated(self.mesh)
         self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
@@ -87,7 +97,7 @@ class Run:
         if self._checkpointer is None:
             c = self.config.checkpoint
             self._checkpointer = Checkpointer(
-                os.path.join(self.workdir, "checkpoints"),
+                self.workdir / "checkpoints",
                 keep=c.keep,
                 keep_every=c.keep_every,
                 read_only=not self.for_training,
@@ -146,8 +156,10 @@ class Run:
         `data_iterator` (training only) is restored in place; eval and sample pass None.
         """
         target = abstract_like(self.abstract_state, self.state_sharding)
+        # A checkpoint of another layout is refused with the differing parameters named.
+        self.checkpointer.check_structure(step, target)
         try:
-            state = self.checkpointer.restore(step, target, data_iterator)
+            state = self.checkpointer.restore(step, target, data_iterator, check=False)
         except Exception as e:  # orbax/tensorstore raise many types; report them as one.
             raise ValueError(
                 f"the checkpoint at step {step} in {self.checkpointer.directory} could not be "
@@ -170,16 +182,16 @@ class Run:
         the chosen step is deleted under us (the trainer keeps only the newest few), the list of
         steps is re-read and the newest one restored instead.
         """
-        if not os.path.isdir(os.path.join(self.workdir, "checkpoints")):
+        if not (self.workdir / "checkpoints").is_dir():
             raise FileNotFoundError(
-                f"workdir {self.workdir!r} has no checkpoint; run --mode=train first"
+                f"workdir {str(self.workdir)!r} has no checkpoint; run --mode=train first"
             )
         for attempt in range(attempts):
             self.checkpointer.reload()
             step = self.checkpointer.latest_step()
             if step is None:
                 raise FileNotFoundError(
-                    f"workdir {self.workdir!r} has no checkpoint; run --mode=train first"
+                    f"workdir {str(self.workdir)!r} has no checkpoint; run --mode=train first"
                 )
             try:
                 state = self.restore(step, None)
@@ -232,7 +244,17 @@ class Run:
         samples = np.asarray(jax.device_get(samples))
         path, lines = "", []
         if is_primary():
-            path, lines = self.task.source.write_samples(
-                samples, os.path.join(self.workdir, "samples"), step
-            )
+            path, lines = self._write_samples(samples, step)
         return path, lines, int(info["nfe"])
+
+    def _write_samples(self, samples: np.ndarray, step: int) -> tuple[str, list[str]]:
+        """The source writes local files; for a URL workdir they are copied there afterwards."""
+        target = self.workdir / "samples"
+        if not is_url(target):
+            return self.task.source.write_samples(samples, os.fspath(target), step)
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path, lines = self.task.source.write_samples(samples, tmp, step)
+            for name in sorted(os.listdir(tmp)):
+                (target / name).write_bytes(epath.Path(tmp, name).read_bytes())
+        return os.fspath(target / os.path.relpath(path, tmp)), lines

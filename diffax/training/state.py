@@ -7,6 +7,8 @@ the state as a nested dict ("pure dict"). `ModelDef.apply` rebuilds the module i
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +59,45 @@ class ModelDef:
     def count(self) -> int:
         """Number of parameters."""
         return sum(v.size for v in jax.tree.leaves(self.abstract_params))
+
+    def count_groups(self) -> dict[str, int]:
+        """Parameter counts by role, for any model: see `parameter_group`.
+
+        Returns:
+          {"total", "embedding", "conditioning", "body"}: all parameters; the vocabulary-sized
+          ones (token embedding, output head); the time-conditioning ones (adaLN modulation and
+          the time MLP); the rest. embedding + conditioning + body = total.
+        """
+        counts = {"total": 0, "embedding": 0, "conditioning": 0, "body": 0}
+        for path, var in nnx.to_flat_state(self.abstract_params):
+            n = math.prod(var.get_value().shape) if hasattr(var, "get_value") else var.size
+            counts["total"] += n
+            counts[parameter_group(path, var.get_metadata().get("logical_axes"))] += n
+        return counts
+
+
+_CONDITIONING = re.compile(r"(^|_)(ada|adaln|modulation|cond|time|t_fc\d*)($|_)", re.IGNORECASE)
+
+
+def parameter_group(path: tuple, logical_axes: tuple | None) -> str:
+    """The role of one parameter from its path and logical axes.
+
+    "embedding" when one of its logical axes is "vocab" (a token embedding table or the output
+    head); "conditioning" when a path component names time conditioning (`ada*`, `*_ada`,
+    `adaln`, `modulation`, `cond*`, `time*`, `t_fc*`); else "body".
+
+    Args:
+      path: the parameter's path in the module, e.g. `("blocks", "ada", "kernel")`.
+      logical_axes: its logical axis names, or None.
+
+    Returns:
+      "embedding", "conditioning" or "body".
+    """
+    if logical_axes and "vocab" in logical_axes:
+        return "embedding"
+    if any(_CONDITIONING.search(str(part)) for part in path):
+        return "conditioning"
+    return "body"
 
 
 def ema_update(ema: Any, params: Any, decay: float) -> Any:

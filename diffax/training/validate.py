@@ -58,6 +58,44 @@ def _get(config, key: str) -> Any:
 
 
 _INF = math.inf
+MOMENT_DTYPES = ("float32", "bfloat16")
+
+
+def _choice(config, key: str, allowed) -> None:
+    value = _get(config, key)
+    if value not in allowed:
+        _fail(key, value, ", ".join(map(repr, allowed)))
+
+
+def _bool(config, key: str) -> None:
+    value = _get(config, key)
+    if not isinstance(value, bool):
+        _fail(key, value, "True, False")
+
+
+def _check_model_choices(config) -> None:
+    """`model.attention` is an attention backend and `model.remat` a remat policy name."""
+    from diffax.nn.attention import BACKENDS
+    from diffax.nn.layers import REMAT_POLICIES
+
+    _choice(config, "model.attention", BACKENDS)
+    _choice(config, "model.remat", REMAT_POLICIES)
+
+
+def _check_tokenizer_path(config) -> None:
+    """`data.tokenizer_path`, when set, names an existing file (a local path or a URL path)."""
+    path = _get(config, "data.tokenizer_path")
+    if not isinstance(path, str):
+        _fail("data.tokenizer_path", path, "'' (no tokenizer file) or the path of a file")
+    if not path:
+        return
+    from etils import epath
+
+    if not epath.Path(path).is_file():
+        raise ValueError(
+            f"data.tokenizer_path={path!r}: no such file; allowed values: '' (no tokenizer file) "
+            "or the path of a tokenizers JSON (*.json) or sentencepiece model (*.model)"
+        )
 
 
 def validate_config(config) -> None:
@@ -73,12 +111,17 @@ def validate_config(config) -> None:
     _int(config, "data.markov_vocab_size", 2)
     _real(config, "data.markov_concentration", 0.0, _INF, low_open=True, high_open=True)
     _int(config, "data.num_heldout", 1)
+    _check_tokenizer_path(config)
     # model
     for key in ("model.dim", "model.depth", "model.num_heads", "model.time_features"):
         _int(config, key, 1)
     _real(config, "model.mlp_ratio", 0.0, _INF, low_open=True, high_open=True)
     _int(config, "model.num_res_blocks", 1)
     _int(config, "model.num_groups", 1)
+    _int(config, "model.cond_dim", 1)
+    _int(config, "model.vocab_multiple", 1)
+    _bool(config, "model.scan_layers")
+    _check_model_choices(config)
     # optimizer
     _real(config, "optimizer.lr", 0.0, _INF, low_open=True, high_open=True)
     _int(config, "optimizer.warmup_steps", 0)
@@ -86,12 +129,15 @@ def validate_config(config) -> None:
     _real(config, "optimizer.b1", 0.0, 1.0, high_open=True)
     _real(config, "optimizer.b2", 0.0, 1.0, high_open=True)
     _real(config, "optimizer.grad_clip", 0.0, _INF, high_open=True)
+    _choice(config, "optimizer.moment_dtype", MOMENT_DTYPES)
     # train
     for key in ("train.num_steps", "train.batch_size", "train.accum_steps", "train.log_every"):
         _int(config, key, 1)
     _real(config, "train.ema_decay", 0.0, 1.0)
     _int(config, "train.dead_run_window", 1)
     _real(config, "train.max_skipped_fraction", 0.0, 1.0)
+    _int(config, "train.loss_vocab_chunk", 0)
+    _real(config, "train.z_loss", 0.0, _INF, high_open=True)
     # mesh
     for key in ("mesh.data", "mesh.fsdp", "mesh.model"):
         _int(config, key, 1, extra=(-1,))

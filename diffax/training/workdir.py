@@ -4,6 +4,12 @@
 workdir resumes only when every key that shapes the model, the data or the objective is unchanged;
 keys that may differ between restarts (how long to train, how often to log, evaluate, sample or
 checkpoint, the mesh) are listed in `RESUMABLE_PREFIXES`.
+
+Workdirs are `etils.epath.Path`s end to end: a URL such as `gs://bucket/run` stays a URL (every
+file of the run, orbax checkpoints included, is written through the matching file system), a
+local path is made absolute. The training lock (`WorkdirLock`) needs `flock` and a process table,
+so it exists for local workdirs only; a URL workdir is not locked (a log line says so), and
+keeping one training per bucket path is up to the user or the scheduler.
 """
 
 from __future__ import annotations
@@ -11,10 +17,37 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import socket
 import time
 from typing import Any
+
+from absl import logging
+from etils import epath
+
+PathLike = str | os.PathLike
+
+
+def is_url(workdir: PathLike) -> bool:
+    """True for a URL workdir (`gs://...`, `s3://...`): not a path on this machine."""
+    return "://" in os.fspath(workdir)
+
+
+def workdir_path(workdir: PathLike) -> epath.Path:
+    """`workdir` as an `epath.Path`: URLs unchanged, local paths absolute (with `~` expanded).
+
+    Args:
+      workdir: a local path or a URL such as `gs://bucket/run`.
+
+    Returns:
+      The path; `str()` of it is the URL itself for a URL workdir.
+    """
+    text = os.fspath(workdir)
+    if not text:
+        raise ValueError("--workdir is empty; pass a directory or a URL such as gs://bucket/run")
+    if is_url(text):
+        return epath.Path(text)
+    return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
 
 RESUMABLE_PREFIXES = (
     "train.num_steps",
@@ -59,11 +92,11 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     return diffs
 
 
-def prepare_workdir(workdir: str, config: dict[str, Any], *, write: bool = True) -> bool:
+def prepare_workdir(workdir: PathLike, config: dict[str, Any], *, write: bool = True) -> bool:
     """Checks that `workdir` is empty or belongs to a run of the same config; records the config.
 
     Args:
-      workdir: the run directory.
+      workdir: the run directory (a local path or a URL).
       config: the run's config as a plain dict.
       write: write `config.json` when it is missing (only the primary process should).
 
@@ -76,14 +109,13 @@ def prepare_workdir(workdir: str, config: dict[str, Any], *, write: bool = True)
       ValueError: the workdir holds a run of a different config, or checkpoints without a
         `config.json` (a foreign directory). Nothing is written in that case.
     """
-    path = os.path.join(workdir, "config.json")
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if os.path.exists(path):
+    wd = workdir_path(workdir)
+    path, ckpt_dir = wd / "config.json", wd / "checkpoints"
+    if path.exists():
         try:
-            with open(path) as f:
-                saved = json.load(f)
+            saved = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"workdir {workdir!r}: config.json is unreadable ({e})") from None
+            raise ValueError(f"workdir {str(wd)!r}: config.json is unreadable ({e})") from None
         diffs = config_differences(saved, config)
         if diffs and not has_checkpoint(ckpt_dir):
             # An earlier start that saved no checkpoint left nothing to resume or mix with.
@@ -91,35 +123,47 @@ def prepare_workdir(workdir: str, config: dict[str, Any], *, write: bool = True)
                 _write_config(path, config)
             return False
         if diffs:
+            hint = ""
+            if any("'<absent>' ->" in d for d in diffs):
+                hint = (
+                    "\n(keys shown as '<absent>' did not exist when this run was started: it was "
+                    "written by an earlier diffax version, whose model layout may differ)"
+                )
             raise ValueError(
-                f"workdir {workdir!r} holds a run with a different config; refusing to resume or "
-                "overwrite it. Use a new --workdir, or restore these keys:\n  " + "\n  ".join(diffs)
+                f"workdir {str(wd)!r} holds a run with a different config; refusing to resume or "
+                "overwrite it. Use a new --workdir, or restore these keys:\n  "
+                + "\n  ".join(diffs)
+                + hint
             )
         return True
-    if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    if ckpt_dir.is_dir() and any(True for _ in ckpt_dir.iterdir()):
         raise ValueError(
-            f"workdir {workdir!r} has a checkpoints/ directory but no config.json: it was not "
+            f"workdir {str(wd)!r} has a checkpoints/ directory but no config.json: it was not "
             "written by diffax (or is corrupt); refusing to use it. Use a new --workdir."
         )
     if write:
-        os.makedirs(workdir, exist_ok=True)
+        wd.mkdir(parents=True, exist_ok=True)
         _write_config(path, config)
     return False
 
 
-def _write_config(path: str, config: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_normalise(config), f, indent=2, sort_keys=True)
+def _write_config(path: epath.Path, config: dict[str, Any]) -> None:
+    text = json.dumps(_normalise(config), indent=2, sort_keys=True)
+    if is_url(path):  # object stores write whole objects: no partial file to guard against
+        path.write_text(text)
+        return
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def has_checkpoint(ckpt_dir: str) -> bool:
+def has_checkpoint(ckpt_dir: PathLike) -> bool:
     """True when `ckpt_dir` holds a complete checkpoint (a step directory named by its number).
 
     orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames to `<step>` when complete.
     """
-    return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+    d = epath.Path(ckpt_dir)
+    return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,10 +207,18 @@ class WorkdirLock:
     dead process (PID and process start time, so a reused PID is not mistaken for the holder).
     A lock naming another host cannot be checked from here and is refused, with the command to
     remove it if that run is known to be dead. `release` (or leaving the `with` block) removes it.
+
+    A URL workdir (`gs://...`) is not locked: object stores have no `flock`, and a lock object
+    whose holder cannot be checked for liveness would block every restart after a preemption.
+    `acquire` then only logs that the workdir is unlocked.
+
+    Args:
+      workdir: the run directory.
     """
 
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, LOCK_NAME)
+    def __init__(self, workdir: PathLike):
+        self.url = is_url(workdir)
+        self.path = os.path.join(os.fspath(workdir_path(workdir)), LOCK_NAME)
         self._fd: int | None = None
 
     def _holder(self, fd: int) -> dict[str, Any] | None:
@@ -190,7 +242,13 @@ class WorkdirLock:
         )
 
     def acquire(self) -> None:
-        """Takes the lock or raises `WorkdirLocked`."""
+        """Takes the lock or raises `WorkdirLocked` (a URL workdir: logs that it is unlocked)."""
+        if self.url:
+            logging.warning(
+                "workdir %s is a URL: it is not locked against a second training run",
+                os.path.dirname(self.path),
+            )
+            return
         host = socket.gethostname()
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -252,17 +310,26 @@ class WorkdirLock:
 # Pre-flight checks on the workdir path, before anything is written.
 
 
-def check_workdir(workdir: str, *, for_training: bool) -> None:
+def check_workdir(workdir: PathLike, *, for_training: bool) -> None:
     """Raises `ValueError` unless `workdir` can serve as a run directory.
 
-    It must not be a file; for training it (or, when missing, its nearest existing parent) must be
-    a directory this process can create files in, tested by creating and removing a probe file
-    (root ignores permission bits, so `os.access` alone would not tell). Nothing is left behind.
+    It must not be a file; for training a local workdir (or, when missing, its nearest existing
+    parent) must be a directory this process can create files in, tested by creating and removing
+    a probe file (root ignores permission bits, so `os.access` alone would not tell). Nothing is
+    left behind. A URL workdir is only checked not to be a file: its permissions are the object
+    store's, and the first write reports them.
+
+    Args:
+      workdir: the run directory (a local path or a URL).
+      for_training: also check that it can be written.
     """
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir={workdir!r} is a file, not a directory; pass a directory")
-    if not for_training:
+    wd = workdir_path(workdir)
+    name = os.fspath(workdir)
+    if wd.exists() and not wd.is_dir():
+        raise ValueError(f"--workdir={name!r} is a file, not a directory; pass a directory")
+    if not for_training or is_url(wd):
         return
+    workdir = os.fspath(wd)
     probe_dir = workdir
     while not os.path.exists(probe_dir):
         parent = os.path.dirname(probe_dir)
@@ -271,43 +338,48 @@ def check_workdir(workdir: str, *, for_training: bool) -> None:
         probe_dir = parent
     if not os.path.isdir(probe_dir):
         raise ValueError(
-            f"--workdir={workdir!r} cannot be created: {probe_dir!r} is a file, not a directory"
+            f"--workdir={name!r} cannot be created: {probe_dir!r} is a file, not a directory"
         )
-    probe = os.path.join(probe_dir, f".diffax_write_probe_{os.getpid()}")
+    # Host and PID: processes of a multi-host run may probe the same shared directory at once.
+    probe = os.path.join(probe_dir, f".diffax_write_probe_{socket.gethostname()}_{os.getpid()}")
     try:
         with open(probe, "w") as f:
             f.write("probe")
         os.remove(probe)
     except OSError as e:
         raise ValueError(
-            f"--workdir={workdir!r} is not writable ({e.strerror} in {probe_dir!r}); pass a "
+            f"--workdir={name!r} is not writable ({e.strerror} in {probe_dir!r}); pass a "
             "directory you can write to"
         ) from None
 
 
-def snapshot_entries(workdir: str) -> set[str] | None:
+def snapshot_entries(workdir: PathLike) -> set[str] | None:
     """Names directly inside `workdir` (None when it does not exist), for `remove_new_entries`."""
-    return set(os.listdir(workdir)) if os.path.isdir(workdir) else None
+    wd = workdir_path(workdir)
+    return {p.name for p in wd.iterdir()} if wd.is_dir() else None
 
 
-def remove_new_entries(workdir: str, before: set[str] | None) -> None:
+def remove_new_entries(workdir: PathLike, before: set[str] | None) -> None:
     """Removes what a failed start created in `workdir` (entries not in `before`).
 
     When the workdir did not exist before, it is removed too if nothing else is left in it.
     """
-    if not os.path.isdir(workdir):
+    wd = workdir_path(workdir)
+    if not wd.is_dir():
         return
-    for name in set(os.listdir(workdir)) - (before or set()):
-        path = os.path.join(workdir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
+    for path in list(wd.iterdir()):
+        if path.name in (before or set()):
+            continue
+        try:
+            if path.is_dir() and not os.path.islink(path):
+                path.rmtree(missing_ok=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
     if before is None:
         try:
-            os.rmdir(workdir)
+            if not any(True for _ in wd.iterdir()):
+                wd.rmdir()
         except OSError:
             pass

@@ -17,6 +17,7 @@ def _data(**overrides):
         source="builtin",
         path="",
         tokenizer="text8",
+        tokenizer_path="",
         seq_len=16,
         heldout_fraction=0.1,
         num_workers=0,
@@ -34,7 +35,15 @@ def _data(**overrides):
 
 
 def test_registry_names_every_source():
-    assert SOURCES.names() == ["builtin", "markov", "text_file", "tfds", "tfds_images", "toy"]
+    assert SOURCES.names() == [
+        "builtin",
+        "markov",
+        "shards",
+        "text_file",
+        "tfds",
+        "tfds_images",
+        "toy",
+    ]
     with pytest.raises(ValueError, match="data.source.*allowed values: builtin, markov"):
         build_source(_data(source="nope"), 0, kind="tokens", task="text_diffusion")
 
@@ -42,7 +51,9 @@ def test_registry_names_every_source():
 def test_source_of_the_wrong_kind_lists_the_fitting_ones():
     with pytest.raises(ValueError, match="allowed values: tfds_images, toy"):
         build_source(_data(source="builtin"), 0, kind="vectors", task="continuous_diffusion")
-    with pytest.raises(ValueError, match="allowed values: builtin, markov, text_file, tfds$"):
+    with pytest.raises(
+        ValueError, match="allowed values: builtin, markov, shards, text_file, tfds$"
+    ):
         build_source(_data(source="toy"), 0, kind="tokens", task="text_diffusion")
 
 
@@ -107,3 +118,20 @@ def test_tfds_sources_with_mock_data(tmp_path):
 def test_sources_satisfy_the_protocol(name):
     kind = SOURCES.get(name).kind
     assert isinstance(build_source(_data(source=name), 0, kind=kind, task="t"), Source)
+
+
+def test_text_sources_with_a_tokenizer_file(tmp_path, bpe_path):
+    from diffax.data import load_tokenizer
+
+    path = tmp_path / "t.txt"
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20
+    path.write_text(text)
+    data = _data(source="text_file", path=str(path), tokenizer_path=bpe_path, heldout_fraction=0.5)
+    source = build_source(data, 0, kind="tokens", task="t")
+    assert source.eos_id == 0 and source.tokenizer.vocab_size == 300
+    assert "corpus" not in vars(source)  # nothing tokenised until data is asked for
+    expected = np.append(load_tokenizer(bpe_path).encode(text), 0)  # one document, then EOS
+    corpus = source.corpus
+    np.testing.assert_array_equal(np.concatenate([corpus.train, corpus.heldout]), expected)
+    builtin = build_source(_data(tokenizer_path=bpe_path), 0, kind="tokens", task="t")
+    assert builtin.eos_id == 0 and build_source(_data(), 0, kind="tokens", task="t").eos_id is None

@@ -59,29 +59,95 @@ def test_clear_errors(tmp_path):
         image_source("mnist", split="train", data_dir=str(tmp_path))  # exists, nothing prepared
 
 
-def test_lm1b_text_through_mock_data(tmp_path):
-    from diffax.data import ByteTokenizer, encode_fixed_length, text_dataset, text_source
+def _lm1b(tmp_path):
+    from diffax.data import text_source
 
+    source = text_source("lm1b", split="train", data_dir=str(tmp_path))
+    texts = [source[i]["text"] for i in range(len(source))]
+    return source, [t.decode("utf-8") if isinstance(t, bytes) else t for t in texts]
+
+
+def test_lm1b_documents_are_packed_without_padding(tmp_path):
+    from diffax.data import ByteTokenizer, text_dataset
+
+    tok = ByteTokenizer()
     with tfds.testing.mock_data(**MOCK):
-        source = text_source("lm1b", split="train", data_dir=str(tmp_path))
-        batches = list(
-            text_dataset(source, ByteTokenizer(), 16, 4, seed=0, pad_id=32, repeat=False)
-        )
-        first = source[0]["text"]
-    assert len(batches) == 3 and batches[0].shape == (4, 16) and batches[0].dtype == np.int32
-    expected = encode_fixed_length(first, ByteTokenizer(), 16, 32)
-    assert any(np.array_equal(row, expected) for b in batches for row in b)
+        source, docs = _lm1b(tmp_path)
+        batches = list(text_dataset(source, tok, 16, 2, seed=0, shuffle=False, repeat=False))
+    # Without an EOS token the byte tokenizer separates documents by a newline (byte 10).
+    stream = np.concatenate([np.append(tok.encode(d), 10) for d in docs])
+    n = len(stream) // 32  # full batches of 2 x 16; only the tail short of one is dropped
+    assert len(batches) == n and batches[0].shape == (2, 16) and batches[0].dtype == np.int32
+    np.testing.assert_array_equal(np.concatenate(batches).ravel(), stream[: n * 32])
+
+
+def test_lm1b_with_a_tokenizer_file_ends_documents_with_eos(tmp_path, bpe_path):
+    from diffax.data import load_tokenizer, text_dataset
+
+    tok = load_tokenizer(bpe_path)
+    with tfds.testing.mock_data(**MOCK):
+        source, docs = _lm1b(tmp_path)
+        halves = [
+            list(
+                text_dataset(
+                    source,
+                    tok,
+                    8,
+                    1,
+                    seed=0,
+                    shuffle=False,
+                    repeat=False,
+                    shard_index=p,
+                    shard_count=2,
+                )
+            )
+            for p in (0, 1)
+        ]
+    # Process p packs documents p, p + 2, ..., each followed by EOS (id 0).
+    for p, batches in enumerate(halves):
+        stream = np.concatenate([np.append(tok.encode(d), 0) for d in docs[p::2]])
+        got = np.concatenate(batches).ravel()
+        np.testing.assert_array_equal(got, stream[: len(got)])
+        assert len(stream) - len(got) < 8
+
+
+def test_tfds_text_source_resumes_at_the_exact_next_token(tmp_path, bpe_path):
+    import types
+
+    from diffax.data import build_source
+
+    data = types.SimpleNamespace(
+        source="tfds",
+        dataset="lm1b",
+        data_dir=str(tmp_path),
+        train_split="train",
+        eval_split="test",
+        tokenizer="byte",
+        tokenizer_path=bpe_path,
+        seq_len=8,
+        seed=0,
+        text_key="text",
+        num_workers=0,
+    )
+    with tfds.testing.mock_data(**MOCK):
+        source = build_source(data, 0, kind="tokens", task="t")
+        _, docs = _lm1b(tmp_path)
+        assert source.eos_id == 0 and source.tokenizer.vocab_size == 300
+        it = iter(source.train_dataset(3, 0, 1))
+        seen = [next(it) for _ in range(5)]
+        state = it.get_state()
+        expected = [next(it) for _ in range(2)]
+        fresh = iter(source.train_dataset(3, 0, 1))
+        fresh.set_state(state)
+        np.testing.assert_array_equal(np.stack([next(fresh) for _ in range(2)]), expected)
+        assert len(source.eval_batches(2, 1)) == 1 and source.baselines()["unigram_entropy"] > 0
+    # The stream starts at a document; every EOS-terminated piece is one whole document.
+    flat = np.concatenate([b.ravel() for b in seen])
+    pieces = np.split(flat, np.flatnonzero(flat == 0) + 1)[:-1]
+    assert len(pieces) >= 5
+    assert all(p[-1] == 0 and source.tokenizer.decode(p[:-1]) in docs for p in pieces)
     with pytest.raises(ValueError, match="has no feature 'sentence'"):
         with tfds.testing.mock_data(**MOCK):
+            from diffax.data import text_source
+
             text_source("lm1b", split="train", data_dir=str(tmp_path), text_key="sentence")
-
-
-def test_encode_fixed_length_pads_and_truncates():
-    from diffax.data import ByteTokenizer, encode_fixed_length
-
-    np.testing.assert_array_equal(
-        encode_fixed_length(b"hi", ByteTokenizer(), 4, 0), [ord("h"), ord("i"), 0, 0]
-    )
-    np.testing.assert_array_equal(
-        encode_fixed_length("hello", ByteTokenizer(), 3, 0), [104, 101, 108]
-    )

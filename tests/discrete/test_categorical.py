@@ -89,3 +89,34 @@ def test_rows_without_a_valid_class_give_minus_one():
     ids = np.asarray(ids).reshape(1000, 3)
     assert np.all(ids[:, 0] == -1) and np.all(ids[:, 1] == -1)
     assert np.all((ids[:, 2] >= 0) & (ids[:, 2] < 3))
+
+
+def test_chunked_race_for_large_vocabularies_has_the_exact_law(monkeypatch):
+    """Vocabularies above RACE_CHUNK race in chunks (the last one shifted back to end at V);
+    with a chunk of 16 and V = 40 the chunks are [0, 16), [16, 32) and [24, 40) minus the
+    classes it shares with the second. Each class must win with its own probability."""
+    from diffax.discrete import categorical
+
+    monkeypatch.setattr(categorical, "RACE_CHUNK", 16)
+    v = 40
+    # Mass on classes in every chunk, on both chunk edges and in the shared range [24, 32).
+    probs = np.full(v, 1e-3)
+    for c, p in {0: 0.1, 15: 0.1, 16: 0.1, 25: 0.2, 31: 0.1, 32: 0.1, 39: 0.2}.items():
+        probs[c] = p
+    probs /= probs.sum()
+    n = 2**20
+    logits = jnp.broadcast_to(jnp.log(jnp.asarray(probs, jnp.float32)), (n, v))
+    ids = np.asarray(jax.jit(categorical.sample_categorical)(jax.random.key(3), logits))
+    counts = np.bincount(ids, minlength=v)
+    assert counts.sum() == n and ids.min() >= 0
+    assert stats.chisquare(counts, probs * n).pvalue > 1e-3
+    assert np.all(np.abs(counts - probs * n) < 4.5 * np.sqrt(probs * n) + 1)
+
+
+def test_chunked_race_keeps_invalid_rows_invalid(monkeypatch):
+    from diffax.discrete import categorical
+
+    monkeypatch.setattr(categorical, "RACE_CHUNK", 16)
+    logits = jnp.zeros((3, 40)).at[1, 30].set(jnp.nan).at[2].set(-jnp.inf)
+    ids = categorical.sample_categorical(jax.random.key(0), logits)
+    assert int(ids[0]) >= 0 and list(np.asarray(ids[1:])) == [dd.INVALID_TOKEN] * 2

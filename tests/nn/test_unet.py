@@ -49,3 +49,37 @@ def test_bad_arguments(model):
         nnx.eval_shape(lambda: UNet(1, 8, (1, 2), 1, (2,), rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="num_groups"):
         nnx.eval_shape(lambda: UNet(1, 12, (1,), 1, (), rngs=nnx.Rngs(0), num_groups=8))
+
+
+@pytest.mark.slow  # two U-Net gradient compiles: about 20 s of CPU
+def test_remat_per_level_gives_the_same_gradients():
+    make = lambda remat: build(
+        lambda: UNet(1, 4, (1, 2), 1, (), rngs=nnx.Rngs(0), num_groups=2, remat=remat)
+    )
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
+    t = jnp.array([0.2, 0.6])
+
+    def grads(module):
+        graphdef, params = nnx.split(module, nnx.Param)
+        loss = lambda p: jnp.mean(jnp.square(nnx.merge(graphdef, p)(x, t) - x))
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (loss, expected), (loss_remat, got) = grads(make("none")), grads(make("full"))
+    np.testing.assert_allclose(loss_remat, loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, expected)
+    with pytest.raises(ValueError, match=r"model\.remat"):
+        nnx.eval_shape(lambda: UNet(1, 8, (1,), 1, (), rngs=nnx.Rngs(0), remat="sometimes"))
+
+
+def test_remat_runs_inside_a_lax_loop_when_built_outside():
+    module = nnx.eval_shape(
+        lambda: UNet(1, 4, (1, 2), 1, (1,), rngs=nnx.Rngs(0), num_groups=2, remat="full")
+    )
+    graphdef, state = nnx.split(module)
+    x = jnp.zeros((2, 4, 4, 1))
+
+    def sample_like(state):
+        model = nnx.merge(graphdef, state)
+        return jax.lax.fori_loop(0, 2, lambda i, acc: acc + model(x, 0.5), x)
+
+    assert jax.eval_shape(sample_like, state).shape == x.shape

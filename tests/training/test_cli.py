@@ -193,7 +193,9 @@ def test_workdir_without_write_permission(tmp_path):
 @pytest.mark.slow
 def test_disk_full_is_one_line_and_resumable(tmp_path):
     mount = tmp_path / "small"
-    _mount_tmpfs(mount, "size=1m")  # room for two checkpoints of the tiny model
+    # Room for two checkpoints of the tiny model (about 1.9 MB each: parameters, EMA and two
+    # Adam moments of ~100k float32 values, plus orbax metadata); the third fills the disk.
+    _mount_tmpfs(mount, "size=5m")
     try:
         args = [*_TINY, "--config.train.num_steps=30", "--config.checkpoint.every_steps=1"]
         result = _main(*args, workdir=mount / "w")
@@ -238,3 +240,26 @@ def test_failed_start_leaves_workdir_empty_and_rerun_works(tmp_path):
     corrected = _main(*_TINY, "--config.train.num_steps=2", workdir=workdir)
     assert corrected.returncode == 0, corrected.stderr[-3000:]
     assert "held-out ELBO" in corrected.stdout
+
+
+def test_profile_steps_writes_a_trace_and_counts_are_printed(tmp_path):
+    workdir = tmp_path / "w"
+    args = [*_TINY, "--config.train.num_steps=4", "--profile_steps=1,3"]
+    result = _main(*args, workdir=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    traces = [f for _, _, files in os.walk(workdir / "profile") for f in files]
+    assert any(f.endswith(".xplane.pb") for f in traces), traces
+    assert "wrote a profiler trace of steps 1..2" in result.stdout
+    # The parameter count with and without the vocabulary-sized and the adaLN parameters.
+    line = next(x for x in result.stdout.splitlines() if x.startswith("task="))
+    total = int(line.split("params=")[1].split()[0].replace(",", ""))
+    no_embed = int(line.split("without embeddings: ")[1].split(";")[0].replace(",", ""))
+    body = int(line.split("without embeddings and adaLN: ")[1].split(")")[0].replace(",", ""))
+    assert total > no_embed > body > 0
+
+
+@pytest.mark.parametrize("value", ["5", "3,3", "a,b", "-1,2"])
+def test_bad_profile_steps(tmp_path, value):
+    result = _main(*_TINY, f"--profile_steps={value}", workdir=tmp_path / "w")
+    _assert_one_line_error(result, 2, "--profile_steps=")
+    assert not (tmp_path / "w").exists()

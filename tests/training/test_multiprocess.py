@@ -63,3 +63,26 @@ def test_two_processes_match_one(tmp_path):
     assert set(got) == {3, 6}
     for step in (3, 6):
         assert got[step] == pytest.approx(ref[step], rel=1e-5)
+
+
+def test_gpu_xla_flags_parse():
+    """The GPU flags of launch/xla_env.sh exist in this jaxlib (XLA aborts on unknown ones)."""
+    script = "source launch/xla_env.sh gpu && python -c 'import jax; jax.numpy.zeros(1)'"
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="",
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    flags = subprocess.run(
+        ["bash", "-c", "source launch/xla_env.sh gpu && echo $XLA_FLAGS"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.split()
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in flags and len(flags) >= 10

@@ -110,3 +110,42 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     with pytest.raises(ValueError, match="checkpoint at step 3 .* could not be restored"):
         training.train(tiny_config(**{"train.num_steps": 6}), workdir)
     assert os.listdir(os.path.join(workdir, "checkpoints")) == ["3"]
+
+
+def test_checkpoint_of_an_unrolled_layout_is_refused_with_the_paths(tmp_path):
+    import grain
+    import jax
+    import jax.numpy as jnp
+
+    from diffax.training.checkpoint import Checkpointer
+
+    # A checkpoint as written before scanned layers: one tree per block, adaLN as wide as dim.
+    old = {"params": {"blocks": {"0": {"ada": jnp.ones((8, 48))}, "1": {"ada": jnp.ones((8, 48))}}}}
+    new = {"params": {"blocks": {"ada": jnp.ones((2, 4, 48))}}}
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=1, async_save=False)
+    ckpt.save(7, old, iter(grain.MapDataset.range(4).to_iter_dataset()))
+    ckpt.wait()
+    with pytest.raises(ValueError) as info:
+        ckpt.restore(7, jax.eval_shape(lambda: new))
+    message = str(info.value)
+    assert f"step 7 in {tmp_path / 'checkpoints'}" in message
+    assert "params/blocks/0/ada: only in the checkpoint [8, 48]" in message
+    assert "params/blocks/ada: missing from the checkpoint (expected [2, 4, 48])" in message
+    assert "model.scan_layers=False" in message and "model.cond_dim" in message
+    ckpt.restore(7, jax.eval_shape(lambda: old))  # the matching tree restores
+    ckpt.close()
+
+
+@pytest.mark.slow
+def test_resume_with_another_layout_names_the_differing_parameters(tmp_path):
+    import json
+
+    workdir = tmp_path / "run"
+    training.train(tiny_config(**{"train.num_steps": 3, "model.scan_layers": False}), str(workdir))
+    # The config file agrees with the new layout (as when config.json was edited or lost), the
+    # checkpoint does not: the structure check catches it before orbax reads any array.
+    scanned = tiny_config(**{"train.num_steps": 6, "model.scan_layers": True})
+    (workdir / "config.json").write_text(json.dumps(scanned.to_dict()))
+    with pytest.raises(ValueError, match=r"does not match the model .*blocks.*scan_layers=False"):
+        training.train(scanned, str(workdir))
+    assert os.listdir(workdir / "checkpoints") == ["3"]

@@ -85,8 +85,10 @@ def test_gradient_accumulation_equals_big_batch(setup):
     s1, l1 = _run_steps(task, tx, mesh, batches, accum_steps=1, loss_fn=loss_fn)
     s4, l4 = _run_steps(task, tx, mesh, batches, accum_steps=4, loss_fn=loss_fn)
     np.testing.assert_allclose(l1, l4, rtol=1e-5)
+    # As above: Adam's 1/sqrt(v) turns summation-order differences in a near-zero gradient entry
+    # into a visible fraction of one step; 1e-4 is 1% of one step at lr = 1e-2.
     for a, b in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s4["params"]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_nan_guard_skips_update(setup):
@@ -134,3 +136,22 @@ def test_guard_skips_finite_gradients_whose_norm_overflows(setup):
 def test_bad_mesh(shape, match):
     with pytest.raises(ValueError, match=match):
         mesh_lib.make_mesh(shape)
+
+
+def test_parameter_count_groups_by_role():
+    from flax import nnx
+
+    from diffax.training.state import ModelDef
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.embed = nnx.Param(jnp.zeros((11, 4)), logical_axes=("vocab", "embed"))
+            self.t_fc1 = nnx.Linear(4, 4, rngs=rngs)  # time MLP: 20
+            self.blocks = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(2)])  # 2 x 20
+            self.final_ada = nnx.Linear(4, 8, rngs=rngs)  # adaLN: 40
+            self.head = nnx.Param(jnp.zeros((4, 16)), logical_axes=("embed", "vocab"))
+
+    mdef, _ = ModelDef.create(Net, 0)
+    counts = mdef.count_groups()
+    assert counts == {"total": 208, "embedding": 44 + 64, "conditioning": 60, "body": 40}
+    assert counts["total"] == mdef.count()

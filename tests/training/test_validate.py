@@ -46,6 +46,15 @@ def test_shipped_configs_are_valid(name):
         ("sample.num_steps", 0, "an integer >= 1"),
         ("mesh.fsdp", 0, "or -1"),
         ("continuous.t_max", 1.5, "[0.0, 1.0]"),
+        ("model.attention", "flash", "'auto', 'xla', 'cudnn', 'splash'"),
+        ("model.remat", "sometimes", "'dots_saveable'"),
+        ("model.cond_dim", 0, "an integer >= 1"),
+        ("model.vocab_multiple", 0, "an integer >= 1"),
+        ("optimizer.moment_dtype", "float16", "'float32', 'bfloat16'"),
+        ("train.loss_vocab_chunk", -1, "an integer >= 0"),
+        ("train.z_loss", -1e-4, "[0.0, inf)"),
+        ("train.z_loss", float("inf"), "finite"),
+        ("data.tokenizer_path", "/nonexistent/tokenizer.json", "no such file"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):
@@ -70,3 +79,11 @@ def test_batch_must_split_into_accumulation_steps():
     config.train.batch_size, config.train.accum_steps = 10, 4
     with pytest.raises(ValueError, match="not divisible by train.accum_steps=4"):
         validate_config(config)
+
+
+def test_an_existing_tokenizer_file_is_accepted(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text("{}")
+    config = base.get_config()
+    config.data.tokenizer_path = str(path)
+    validate_config(config)

@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from etils import epath
+from etils.epath import backend as epath_backend
+from etils.epath import gpath
 
 from diffax.training.workdir import (
     LOCK_NAME,
@@ -16,6 +19,7 @@ from diffax.training.workdir import (
     prepare_workdir,
     remove_new_entries,
     snapshot_entries,
+    workdir_path,
 )
 
 
@@ -118,3 +122,130 @@ def test_remove_new_entries(tmp_path):
     os.makedirs(missing / "tb")
     remove_new_entries(str(missing), before)
     assert not missing.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# URL workdirs (gs://...): a fake bucket stands in for Cloud Storage.
+
+
+class _FakeBucket(epath_backend._OsPathBackend):
+    """epath backend for gs:// that stores `gs://b/x` under `root/b/x` on the local disk."""
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    def _local(self, path):
+        text = os.fspath(path)
+        assert text.startswith("gs://"), text
+        return os.path.join(self.root, text[len("gs://") :])
+
+    def open(self, path, mode):
+        return super().open(self._local(path), mode)
+
+    def exists(self, path):
+        return super().exists(self._local(path))
+
+    def isdir(self, path):
+        return super().isdir(self._local(path))
+
+    def listdir(self, path):
+        return super().listdir(self._local(path))
+
+    def makedirs(self, path, *, exist_ok=False, mode=None):
+        return super().makedirs(self._local(path), exist_ok=exist_ok)
+
+    def mkdir(self, path, *, exist_ok=False, mode=None):
+        return super().mkdir(self._local(path), exist_ok=exist_ok)
+
+    def rmtree(self, path):
+        return super().rmtree(self._local(path))
+
+    def remove(self, path):
+        return super().remove(self._local(path))
+
+    def replace(self, path, dst):
+        return super().replace(self._local(path), self._local(dst))
+
+    def rename(self, path, dst):
+        return super().rename(self._local(path), self._local(dst))
+
+    def stat(self, path):
+        return super().stat(self._local(path))
+
+
+class _RecordingManager:
+    """Stands in for `ocp.CheckpointManager` (orbax would write through tensorstore's GCS)."""
+
+    directories = []
+
+    def __init__(self, directory, options=None, item_handlers=None):
+        self.directories.append(directory)
+        self.steps = []
+
+    def latest_step(self):
+        return max(self.steps, default=None)
+
+    def all_steps(self):
+        return list(self.steps)
+
+    def save(self, step, args=None, force=False):
+        self.steps.append(step)
+
+    def reached_preemption(self, step):
+        return False
+
+    def reload(self):
+        pass
+
+    def wait_until_finished(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_workdir_path_keeps_urls_and_makes_local_paths_absolute(tmp_path, monkeypatch):
+    assert str(workdir_path("gs://bucket/run")) == "gs://bucket/run"
+    assert isinstance(workdir_path("gs://bucket/run"), epath.Path)
+    assert str(workdir_path("s3://b/x/y")) == "s3://b/x/y"
+    monkeypatch.chdir(tmp_path)
+    assert str(workdir_path("run")) == str(tmp_path / "run")
+    with pytest.raises(ValueError, match="--workdir is empty"):
+        workdir_path("")
+
+
+def test_url_workdir_is_not_locked(tmp_path):
+    lock = WorkdirLock("gs://bucket/run")
+    lock.acquire()  # no flock on an object store: nothing is created
+    lock.release()
+    assert not os.path.exists("gs:")
+
+
+@pytest.mark.slow
+def test_gs_workdir_reaches_orbax_and_every_writer_unchanged(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+    from tensorboardX import record_writer
+
+    from diffax import training
+    from tests.training.helpers import tiny_config
+
+    bucket = tmp_path / "bucket_root"
+    monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "gs", _FakeBucket(bucket))
+    monkeypatch.setattr(
+        record_writer, "REGISTERED_FACTORIES", dict(record_writer.REGISTERED_FACTORIES)
+    )
+    monkeypatch.setattr(_RecordingManager, "directories", [])
+    monkeypatch.setattr(ocp, "CheckpointManager", _RecordingManager)
+    monkeypatch.chdir(tmp_path)  # a URL turned into a local path would appear here as gs:/...
+
+    training.train(tiny_config(**{"train.num_steps": 3}), "gs://bucket/run")
+
+    assert [str(d) for d in _RecordingManager.directories] == ["gs://bucket/run/checkpoints"]
+    assert all(isinstance(d, epath.Path) for d in _RecordingManager.directories)
+    run = bucket / "bucket" / "run"
+    assert json.loads((run / "config.json").read_text())["train"]["num_steps"] == 3
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "eval"}
+    assert os.listdir(run / "tb")[0].startswith("events.out.tfevents")
+    assert os.listdir(run / "samples") == ["samples_00000003.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["bucket_root"]  # nothing written locally

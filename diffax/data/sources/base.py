@@ -61,9 +61,16 @@ class Source(Protocol):
 
 @runtime_checkable
 class TokenSource(Source, Protocol):
-    """A source of int32 token sequences `[L]` with ids in [0, `tokenizer.vocab_size`)."""
+    """A source of int32 token sequences `[L]` with ids in [0, `tokenizer.vocab_size`).
+
+    Attributes:
+      tokenizer: decodes samples; its `vocab_size` is the number of classes.
+      eos_id: the id that ends each document in the stream (windows may hold several
+        documents), or None when sequences have no document boundaries.
+    """
 
     tokenizer: Tokenizer
+    eos_id: int | None
 
 
 @runtime_checkable

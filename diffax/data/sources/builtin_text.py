@@ -8,7 +8,11 @@ from diffax.data.sources.corpus import CorpusSource
 
 @SOURCES.register("builtin")
 class BuiltinTextSource(CorpusSource):
-    """Windows of the built-in corpus (`diffax.data.builtin_text`), tokenised by `data.tokenizer`.
+    """Windows of the built-in corpus (`diffax.data.builtin_text`), tokenised by
+    `data.tokenizer_path` when set, else by `data.tokenizer`.
 
-    Config keys: data.{tokenizer, heldout_fraction, seq_len, num_workers}.
+    With a tokenizer that has an EOS token each pydoc topic is a document followed by EOS;
+    otherwise the topics are joined by newlines.
+
+    Config keys: data.{tokenizer, tokenizer_path, heldout_fraction, seq_len, num_workers}.
     """

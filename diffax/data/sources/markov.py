@@ -32,6 +32,7 @@ class MarkovSource:
     """
 
     kind = "tokens"
+    eos_id = None  # fixed-length sequences, no document boundaries
 
     def __init__(
         self,

@@ -24,7 +24,12 @@ from diffax.discrete.losses.ctmc_elbo import ctmc_elbo
 from diffax.discrete.losses.elbo_terms import ELBOTerms
 from diffax.discrete.losses.endpoints import prior_kl, reconstruction
 from diffax.discrete.losses.flow_matching import flow_matching_ce
-from diffax.discrete.losses.masked import masked_bound, masked_elbo, masked_elbo_terms
+from diffax.discrete.losses.masked import (
+    masked_bound,
+    masked_bound_with_log_z,
+    masked_elbo,
+    masked_elbo_terms,
+)
 from diffax.discrete.losses.rate_kl import rate_kl_bound, rate_kl_terms
 from diffax.discrete.losses.score_entropy import score_entropy
 from diffax.discrete.losses.times import antithetic_times, stratified_times
@@ -56,6 +61,7 @@ __all__ = [
     "loss_fn",
     "losses",
     "masked_bound",
+    "masked_bound_with_log_z",
     "masked_elbo",
     "masked_elbo_terms",
     "prior_kl",

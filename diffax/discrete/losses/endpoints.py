@@ -9,8 +9,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from diffax.core import LinearHead, check_choice, check_shape
 from diffax.core.validation import check_ndim
-from diffax.discrete.parameterizations import ModelFn, as_denoiser, evaluate
+from diffax.discrete.parameterizations import ModelFn, as_denoiser, denoiser_nll
 from diffax.discrete.processes import Process
 
 
@@ -30,7 +31,8 @@ def reconstruction(
     """E[-log p_theta(x_0 | x_{t=0})] in nats (zero, with no network call, if alpha(0) = 1).
 
     The decoder is the model's denoiser at t = 0; for an absorbing process (`mask_id` not None)
-    unmasked tokens are decoded exactly (they hold x_0). `x0`: `[B, L]` -> `[B]` float32.
+    unmasked tokens are decoded exactly (they hold x_0). `x0`: `[B, L]` -> `[B]` float32. A
+    denoiser `model_fn` may return a `LinearHead` (cross-entropy in vocab chunks).
     """
     check_ndim(x0, "x0", "[B, L] (a batch of token sequences)", ndim=2)
     batch = x0.shape[0]
@@ -38,8 +40,19 @@ def reconstruction(
         return jnp.zeros((batch,), jnp.float32)
     t = jnp.zeros((batch,), jnp.float32)
     x_t = process.sample_marginal(key, x0, t)
-    log_p = as_denoiser(process, evaluate(model_fn, process, x_t, t), x_t, t, prediction)
-    nll = -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
+    output = model_fn(x_t, t)
+    if isinstance(output, LinearHead):
+        check_choice(prediction, ("denoiser",), "prediction (with a LinearHead model output)")
+        nll = denoiser_nll(process, output, x0)[0]
+    else:
+        log_p = as_denoiser(process, _checked(output, process, x_t), x_t, t, prediction)
+        nll = -jnp.take_along_axis(log_p, x0[..., None], axis=-1)[..., 0]
     if process.mask_id is not None:
         nll = jnp.where(x_t == process.mask_id, nll, 0.0)
     return jnp.sum(nll.reshape(batch, -1), axis=-1)
+
+
+def _checked(output: jax.Array, process: Process, x_t: jax.Array) -> jax.Array:
+    """The `[B, L, V]` model output as float32 (as `parameterizations.evaluate`)."""
+    check_shape(output, tuple(x_t.shape) + (process.vocab_size,), "model_fn output")
+    return jnp.asarray(output, jnp.float32)

@@ -22,7 +22,8 @@ class Task(Protocol):
     """Everything `diffax.training` (loop, evaluation, sampling, validation) reads from a task.
 
     Attributes:
-      unit: what evaluation is reported per ("char" for text, "dim" for vectors and images).
+      unit: what evaluation is reported per ("char" or "token" for text, "dim" for vectors and
+        images).
       metric: what `eval_nats` computes: "elbo" (a bound) or "nll" (a likelihood); the result
         key is `f"{metric}_bits_per_{unit}"`.
       source: the data source (`diffax.data.Source`): training and held-out batches, baselines,

@@ -70,8 +70,8 @@ class ContinuousDiffusionTask:
     Config keys read (once, here): data.* (through the source named by data.source),
     process.{name, schedule, beta_min, beta_max, sigma_min, sigma_max}, model.{arch, dim, depth,
     mlp_ratio, time_features, channel_mults, num_res_blocks, attention_levels, num_heads,
-    num_groups, dtype}, continuous.{prediction, preconditioning, sigma_data, weighting,
-    time_sampler, t_min, t_max}, train.loss ("dsm"), eval.likelihood, sample.{sampler,
+    num_groups, dtype, remat (unet)}, continuous.{prediction, preconditioning, sigma_data,
+    weighting, time_sampler, t_min, t_max}, train.loss ("dsm"), eval.likelihood, sample.{sampler,
     num_steps, grid, options, temperature, top_p}, seed.
     """
 
@@ -143,6 +143,7 @@ class ContinuousDiffusionTask:
                 num_heads=m.num_heads,
                 num_groups=m.num_groups,
                 dtype=dtype,
+                remat=m.remat,
             )
 
         self.model_def, self.init_params = ModelDef.create(build, config.seed)
