@@ -40,7 +40,6 @@ from diffax.nn.layers import (
     sinusoidal_embedding,
 )
 
-TIME_FEATURES = 256  # sinusoidal features of t fed to the time MLP (DiT, MDLM)
 LAYERS_AXIS = "layers"  # logical name of the stacked-parameter axis (never sharded by default)
 
 
@@ -154,7 +153,10 @@ class DiffusionTransformer(nnx.Module):
         self.padded_classes = -(-num_classes // vocab_multiple) * vocab_multiple
 
         self.embed = Embed(num_input_ids, dim, rngs=rngs, dtype=dtype)
-        self.time_fc1 = Dense(TIME_FEATURES, cond_dim, (None, None), rngs=rngs)
+        # About cond_dim sinusoidal features of t feed the time MLP. 256 features (DiT's choice)
+        # trained the quick start ~0.1 bits/char worse than 128 at cond_dim 128 (two seeds).
+        self.time_features = cond_dim + cond_dim % 2  # sinusoidal features come in cos/sin pairs
+        self.time_fc1 = Dense(self.time_features, cond_dim, (None, None), rngs=rngs)
         self.time_fc2 = Dense(cond_dim, cond_dim, (None, None), rngs=rngs)
         make = lambda r: Block(
             dim, num_heads, mlp_ratio, cond_dim, rngs=r, dtype=dtype, attention=attention
@@ -178,7 +180,7 @@ class DiffusionTransformer(nnx.Module):
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch,))
         if not self.time_conditioning:
             t = jnp.zeros_like(t)
-        c = self.time_fc2(jax.nn.silu(self.time_fc1(sinusoidal_embedding(t, TIME_FEATURES))))
+        c = self.time_fc2(jax.nn.silu(self.time_fc1(sinusoidal_embedding(t, self.time_features))))
         return constrain_batch(jax.nn.silu(c).astype(self.dtype))
 
     def _run_blocks(self, x, c, positions, segment_ids, mask):
