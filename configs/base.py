@@ -59,6 +59,19 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.discrete = ml_collections.ConfigDict()
     config.discrete.prediction = "denoiser"  # denoiser | concrete_score
+    # Block diffusion (BD3-LM, task text_diffusion, process masked): blocks of this many tokens
+    # (dividing data.seq_len); the network is trained on the two-stream input [x_t ; x_0] with
+    # the block-diffusion attention mask and decodes block by block with a KV cache. 0: off.
+    config.discrete.block_size = 0
+    # Training times t ~ U[t_min, t_max] for block diffusion (BD3-LM's clipped "data-driven"
+    # schedule, e.g. 0.3 / 0.8); evaluation always uses the whole [0, 1] (the NELBO).
+    config.discrete.t_min = 0.0
+    config.discrete.t_max = 1.0
+    # Prefix conditioning (classifier-free guidance for text): the first cond_prefix tokens of
+    # each sequence are the condition, never noised and not in the loss; with probability
+    # cond_dropout the condition is dropped (masked) so the same network is also unconditional.
+    config.discrete.cond_prefix = 0
+    config.discrete.cond_dropout = 0.0
 
     config.model = ml_collections.ConfigDict()
     config.model.dim = 128
@@ -137,6 +150,21 @@ def get_config() -> ml_collections.ConfigDict:
     # for confidence, "s_churn=1.0" for edm_heun); see the module docstring.
     config.sample.options = ""
     config.sample.num_samples = 16  # sequences / examples generated
+    # Classifier-free guidance weight w for a prefix-conditioned model (discrete.cond_prefix):
+    # 1.0 the conditional model, 0.0 the unconditional one, > 1 stronger guidance.
+    config.sample.guidance_scale = 1.0
+    # Block decoding. Block diffusion models (discrete.block_size > 0) always decode block by
+    # block; kv_cache: exact (cache the clean prefix) | none. Full-attention masked models decode
+    # semi-autoregressively when sample.block_size > 0; kv_cache: none | prefix | dual
+    # (Fast-dLLM's approximate caches, refreshed every sample.refresh_every steps; 0: at block
+    # starts only).
+    config.sample.block_size = 0
+    config.sample.kv_cache = "none"
+    config.sample.refresh_every = 0
+    # Any-length generation: stop a sequence at its first eos_id (-1: no EOS stop), at most
+    # max_length tokens (0: data.seq_len).
+    config.sample.eos_id = -1
+    config.sample.max_length = 0
     config.sample.num_print = 4
     config.sample.every_steps = 0
 

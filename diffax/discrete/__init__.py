@@ -5,6 +5,16 @@ row-stochastic transition matrices (p_t = p_0 @ P(t)); `model_fn(tokens [B, L], 
 [B, L, V]`; results in nats unless the name says bits.
 """
 
+from diffax.discrete.blocks import (
+    BlockModel,
+    CachedModel,
+    block_masked_elbo,
+    block_sample,
+    full_cached_model,
+    per_block_two_stream,
+    semi_ar_sample,
+    uncached_block_model,
+)
 from diffax.discrete.categorical import (
     INVALID_TOKEN,
     apply_temperature,
@@ -12,6 +22,7 @@ from diffax.discrete.categorical import (
     top_p_filter,
 )
 from diffax.discrete.enumeration import EnumeratedTarget
+from diffax.discrete.guidance import classifier_free_guidance, classifier_guidance
 from diffax.discrete.likelihood import bits_per_token, elbo, elbo_terms
 from diffax.discrete.losses import (
     LOSSES,
@@ -75,6 +86,16 @@ from diffax.discrete.schedules import (
 )
 
 __all__ = [
+    "semi_ar_sample",
+    "classifier_guidance",
+    "classifier_free_guidance",
+    "uncached_block_model",
+    "per_block_two_stream",
+    "full_cached_model",
+    "block_sample",
+    "block_masked_elbo",
+    "CachedModel",
+    "BlockModel",
     "INVALID_TOKEN",
     "LOSSES",
     "PREDICTIONS",

@@ -16,12 +16,16 @@ the vocab padded to a multiple of `vocab_multiple` so it shards evenly over "mod
 Parameter layout (pure dict). `scan_layers=True`: `blocks/<name>/...` arrays carry a leading
 `[depth]` axis (logical axis "layers", unmapped). `scan_layers=False`: `blocks/<i>/<name>/...`
 for i in 0..depth-1. `stack_blocks` / `unstack_blocks` convert between the two.
+
+Times may be per token (`t [B, L]`: block diffusion's two-stream pass, a clean prefix at t = 0);
+`init_cache` / `forward_cached` run queries against a per-layer key/value cache (block diffusion
+and Fast-dLLM decoding; `diffax.nn.block_models` builds the samplers' protocols from them).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,12 +47,45 @@ from diffax.nn.layers import (
 LAYERS_AXIS = "layers"  # logical name of the stacked-parameter axis (never sharded by default)
 
 
+def _per_token(a: jax.Array) -> jax.Array:
+    """A per-example `[B, D]` modulation as `[B, 1, D]`; a per-token `[B, L, D]` one as is."""
+    return a if a.ndim == 3 else a[:, None]
+
+
 def _modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
-    return x * (1.0 + scale[:, None]) + shift[:, None]
+    return x * (1.0 + _per_token(scale)) + _per_token(shift)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer at every cached position (a pytree).
+
+    Attributes:
+      k, v: `[depth, B, length, H, head_dim]` in the compute dtype; keys carry their rotary
+        embedding. Both layouts (`scan_layers` True or False) use this stacked form.
+    """
+
+    k: jax.Array
+    v: jax.Array
+
+
+def _dense_attention(q, k, v, allowed):
+    """Softmax attention of `q [B, Q, H, D]` over `k, v [B, S, H, D]` in float32 scores.
+
+    `allowed`: bool `[Q, S]` (None: all keys). Returns `[B, Q, H, D]` in the dtype of `q`.
+    """
+    scores = jnp.einsum("bqhd,bshd->bhqs", q.astype(jnp.float32), k.astype(jnp.float32))
+    scores = scores / math.sqrt(q.shape[-1])
+    if allowed is not None:
+        scores = jnp.where(allowed, scores, -jnp.inf)
+    weights = jax.nn.softmax(scores, axis=-1)
+    return jnp.einsum("bhqs,bshd->bqhd", weights, v.astype(jnp.float32)).astype(q.dtype)
 
 
 class Block(nnx.Module):
-    """Pre-norm attention + MLP block with adaLN-zero modulation from a condition `c: [B, C]`."""
+    """Pre-norm attention + MLP block with adaLN-zero modulation from a condition `c`.
+
+    `c` is `[B, C]` (one time per example) or `[B, L, C]` (per-token times).
+    """
 
     def __init__(self, dim, num_heads, mlp_ratio, cond_dim, *, rngs, dtype, attention):
         head_dim = dim // num_heads
@@ -77,17 +114,48 @@ class Block(nnx.Module):
         self.ada = Dense(cond_dim, 6 * dim, ("cond", None), rngs=rngs, zero_init=True, dtype=dtype)
 
     def __call__(self, x, c, positions, segment_ids, mask):
-        """x: `[B, L, D]`; c: `[B, cond_dim]`; positions: `[L]` or `[B, L]`. Returns `[B, L, D]`."""
+        """x: `[B, L, D]`; c: `[B, C]` or `[B, L, C]`; positions: `[L]` or `[B, L]`.
+
+        Returns `[B, L, D]`.
+        """
+        attention = lambda q, k, v: (
+            attend(q, k, v, mask=mask, segment_ids=segment_ids, implementation=self.attention),
+            None,
+        )
+        x, _ = self._apply(x, c, positions, attention)
+        return x
+
+    def cached(self, x, c, positions, k_cache, v_cache, start, allowed, full):
+        """The block on queries `x [B, Q, D]` at `positions [Q]` against a key/value cache.
+
+        The queries' keys/values are written into `k_cache, v_cache [B, S, H, K]` at
+        `[start, start + Q)`; the queries attend to the updated cache where `allowed [Q, S]`
+        (None: everywhere). `full` (static): the queries fill the whole cache and see all of it,
+        so the backend's attention runs on them directly. Returns `(x, (k_cache, v_cache))`.
+        """
+
+        def attention(q, k, v):
+            k_new = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, start, 0, 0))
+            v_new = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, start, 0, 0))
+            if full:
+                out = attend(q, k, v, mask=FULL, implementation=self.attention)
+            else:
+                out = _dense_attention(q, k_new, v_new, allowed)
+            return out, (k_new, v_new)
+
+        return self._apply(x, c, positions, attention)
+
+    def _apply(self, x, c, positions, attention):
         shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(
             constrain_batch(self.ada(c)), 6, axis=-1
         )
         h = _modulate(layer_norm(x), shift1, scale1)
         q, k, v = rotary(self.q(h), positions), rotary(self.k(h), positions), self.v(h)
-        out = attend(q, k, v, mask=mask, segment_ids=segment_ids, implementation=self.attention)
-        x = x + gate1[:, None] * self.proj(out)
+        out, extra = attention(q, k, v)
+        x = x + _per_token(gate1) * self.proj(out)
         h = _modulate(layer_norm(x), shift2, scale2)
         h = self.fc2(jax.nn.gelu(self.fc1(h)))
-        return x + gate2[:, None] * h
+        return x + _per_token(gate2) * h, extra
 
 
 class DiffusionTransformer(nnx.Module):
@@ -111,8 +179,9 @@ class DiffusionTransformer(nnx.Module):
       vocab_multiple: the output head has `num_classes` rounded up to a multiple of this many
         columns (the padding is sliced off the logits and masked by the chunked loss).
 
-    Call: `model(tokens [B, L] int32, t [B] or scalar, *, segment_ids=None, positions=None,
-    mask=None) -> logits [B, L, num_classes] float32`.
+    Call: `model(tokens [B, L] int32, t scalar, [B] or per-token [B, L], *, segment_ids=None,
+    positions=None, mask=None) -> logits [B, L, num_classes] float32`. Decoding with a key/value
+    cache: `init_cache` and `forward_cached`.
     """
 
     def __init__(
@@ -147,7 +216,7 @@ class DiffusionTransformer(nnx.Module):
         resolve_backend(attention)  # raises ValueError naming model.attention
         remat_policy(remat)  # raises ValueError naming model.remat
         self.num_input_ids, self.num_classes, self.max_len = num_input_ids, num_classes, max_len
-        self.dim, self.depth, self.cond_dim = dim, depth, cond_dim
+        self.dim, self.depth, self.cond_dim, self.num_heads = dim, depth, cond_dim, num_heads
         self.time_conditioning, self.dtype = time_conditioning, dtype
         self.attention, self.scan_layers, self.remat = attention, bool(scan_layers), remat
         self.padded_classes = -(-num_classes // vocab_multiple) * vocab_multiple
@@ -176,23 +245,38 @@ class DiffusionTransformer(nnx.Module):
             dim, self.padded_classes, ("embed", "vocab"), rngs=rngs, zero_init=True, dtype=dtype
         )
 
-    def _condition(self, t: jax.Array, batch: int) -> jax.Array:
-        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch,))
-        if not self.time_conditioning:
-            t = jnp.zeros_like(t)
-        c = self.time_fc2(jax.nn.silu(self.time_fc1(sinusoidal_embedding(t, self.time_features))))
-        return constrain_batch(jax.nn.silu(c).astype(self.dtype))
+    def _condition(self, t: jax.Array, batch: int, length: int) -> jax.Array:
+        """The adaLN condition: `[B, C]` for one time per example, `[B, L, C]` per token."""
+        t = jnp.asarray(t, jnp.float32)
+        per_token = t.ndim == 2
+        if t.shape not in ((), (1,), (batch,), (batch, length)):
+            raise ValueError(
+                f"t must be a scalar, [B] = ({batch},) or per-token [B, L] = ({batch}, {length}) "
+                f"times, got shape {t.shape}"
+            )
+        if not self.time_conditioning:  # one row per example: never a [B, L, 6D] modulation
+            t, per_token = jnp.zeros((batch,), jnp.float32), False
+        flat = t.reshape(-1) if per_token else jnp.broadcast_to(t, (batch,))
+        c = self.time_fc2(
+            jax.nn.silu(self.time_fc1(sinusoidal_embedding(flat, self.time_features)))
+        )
+        c = jax.nn.silu(c).astype(self.dtype)
+        return constrain_batch(c.reshape(batch, length, -1) if per_token else c)
 
-    def _run_blocks(self, x, c, positions, segment_ids, mask):
+    def _scan_blocks(self, body, x, xs=None):
+        """Runs `body(block, x, xs_layer) -> (x, ys_layer)` over the blocks.
+
+        `xs` (a pytree with a leading `[depth]` axis, or None) is sliced per layer; the `ys` come
+        back stacked on a leading `[depth]` axis.
+        """
         # jax.lax.scan / jax.checkpoint over the blocks' pure state (not nnx.scan / nnx.remat):
         # the same program, and a module built outside a `lax` loop (a sampler) can be called
         # inside it, which NNX's lifted transforms refuse ("different trace level").
         policy = remat_policy(self.remat)
 
         def run(graphdef):
-            def apply(state, x):
-                block = nnx.merge(graphdef, state)
-                return block(constrain_batch(x), c, positions, segment_ids, mask)
+            def apply(state, x, xs_layer):
+                return body(nnx.merge(graphdef, state), constrain_batch(x), xs_layer)
 
             if policy is None:
                 return apply
@@ -202,12 +286,28 @@ class DiffusionTransformer(nnx.Module):
         if self.scan_layers:
             graphdef, state = nnx.split(self.blocks)
             step = run(graphdef)
-            x, _ = jax.lax.scan(lambda x, layer: (step(layer, x), None), x, state)
-            return x
-        for block in self.blocks:
+            return jax.lax.scan(lambda x, layer: step(layer[0], x, layer[1]), x, (state, xs))
+        ys = []
+        for i, block in enumerate(self.blocks):
             graphdef, state = nnx.split(block)
-            x = run(graphdef)(state, x)
-        return x
+            x, y = run(graphdef)(state, x, jax.tree.map(lambda a, i=i: a[i], xs))
+            ys.append(y)
+        return x, jax.tree.map(lambda *a: jnp.stack(a), *ys)
+
+    def _run_blocks(self, x, c, positions, segment_ids, mask):
+        body = lambda block, x, _: (block(x, c, positions, segment_ids, mask), None)
+        return self._scan_blocks(body, x)[0]
+
+    def _output(self, x: jax.Array, c: jax.Array) -> jax.Array:
+        shift, scale = jnp.split(constrain_batch(self.final_ada(c)), 2, axis=-1)
+        return constrain_batch(_modulate(layer_norm(x), shift, scale))
+
+    def _logits(self, h: jax.Array) -> jax.Array:
+        kernel, bias = self.head_weights()
+        logits = jnp.dot(h, kernel, preferred_element_type=jnp.float32)
+        if bias is not None:
+            logits = logits + bias.astype(jnp.float32)
+        return logits[..., : self.num_classes]
 
     def features(
         self,
@@ -222,7 +322,8 @@ class DiffusionTransformer(nnx.Module):
 
         Args:
           tokens: `[B, L]` int32 in [0, num_input_ids).
-          t: `[B]` or scalar times in [0, 1].
+          t: scalar, `[B]`, or per-token `[B, L]` times in [0, 1] (per-token: every position
+            gets its own adaLN shift / scale / gate; ignored with `time_conditioning=False`).
           segment_ids: optional `[B, L]` int32 document ids of a packed batch: attention stays
             inside a document.
           positions: optional rotary positions `[L]` or `[B, L]`; default: restart at 0 in each
@@ -235,7 +336,14 @@ class DiffusionTransformer(nnx.Module):
         if tokens.ndim != 2:
             raise ValueError(f"tokens must have shape [B, L], got {tokens.shape}")
         b, length = tokens.shape
-        if length > self.max_len:
+        if mask is not None and getattr(mask, "kind", None) == "block_diffusion":
+            # The two-stream [x_t ; x_0] holds two copies of a sequence of length L = 2L / 2.
+            if length // 2 > self.max_len:
+                raise ValueError(
+                    f"two-stream sequence length {length} = 2 x {length // 2} exceeds "
+                    f"2 x max_len={self.max_len}"
+                )
+        elif length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len={self.max_len}")
         if segment_ids is not None and segment_ids.shape != tokens.shape:
             raise ValueError(
@@ -251,10 +359,9 @@ class DiffusionTransformer(nnx.Module):
                 if segment_ids is None
                 else positions_from_segments(segment_ids)
             )
-        c = self._condition(t, b)
+        c = self._condition(t, b, length)
         x = self._run_blocks(self.embed(tokens), c, positions, segment_ids, mask)
-        shift, scale = jnp.split(constrain_batch(self.final_ada(c)), 2, axis=-1)
-        return constrain_batch(_modulate(layer_norm(x), shift, scale))
+        return self._output(x, c)
 
     def head_weights(self) -> tuple[jax.Array, jax.Array | None]:
         """The output projection in the compute dtype.
@@ -284,11 +391,90 @@ class DiffusionTransformer(nnx.Module):
         Arguments as in `features`.
         """
         h = self.features(tokens, t, segment_ids=segment_ids, positions=positions, mask=mask)
-        kernel, bias = self.head_weights()
-        logits = jnp.dot(h, kernel, preferred_element_type=jnp.float32)
-        if bias is not None:
-            logits = logits + bias.astype(jnp.float32)
-        return logits[..., : self.num_classes]
+        return self._logits(h)
+
+    def init_cache(self, batch: int, length: int) -> KVCache:
+        """An empty key/value cache for `forward_cached` (zeros; every position unwritten).
+
+        Args:
+          batch: B.
+          length: cached positions S (<= max_len).
+
+        Returns:
+          a `KVCache` with k, v `[depth, B, S, H, head_dim]` in the compute dtype.
+        """
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+        if not isinstance(length, int) or not 1 <= length <= self.max_len:
+            raise ValueError(
+                f"length must be an integer in [1, max_len={self.max_len}], got {length!r}"
+            )
+        heads, head_dim = self.num_heads, self.dim // self.num_heads
+        zeros = jnp.zeros((self.depth, batch, length, heads, head_dim), self.dtype)
+        return KVCache(k=zeros, v=zeros)
+
+    def forward_cached(
+        self,
+        tokens: jax.Array,
+        t: jax.Array,
+        cache: KVCache,
+        start: jax.Array | int,
+        *,
+        limit: jax.Array | int | None = None,
+    ) -> tuple[jax.Array, KVCache]:
+        """Logits of the queries `tokens` at positions `[start, start + Q)` against a KV cache.
+
+        In every layer the queries' keys and values (rotary applied at their positions) replace
+        the cache's at `[start, start + Q)`; the queries then attend to the updated cache at
+        positions j < `limit` (dense float32 scores). With a fresh cache, `start = 0`, Q = S
+        and `limit=None` this is `model(tokens, t)` (full attention, through the model's
+        attention backend); appending clean blocks one by one with `limit = start + K` and then
+        querying a block gives that block's rows of `model(x, t, mask=MaskSpec("block_causal",
+        K))` (the block diffusion cache, Arriola et al. 2025); full-attention queries of a window
+        against a stale cache are Fast-dLLM's approximate cache (Wu et al. 2025).
+
+        Args:
+          tokens: `[B, Q]` int32 query tokens (Q static).
+          t: scalar, `[B]` or per-token `[B, Q]` times in [0, 1].
+          cache: a `KVCache` from `init_cache` (or a previous call) of S positions.
+          start: int32 scalar (may be traced), the position of the first query; start + Q <= S
+            (a traced start beyond that is clamped by `dynamic_update_slice`).
+          limit: the queries see keys j < limit: None (all S), an int32 scalar, or `[Q]` per
+            query (e.g. block-causal: the end of each query's block).
+
+        Returns:
+          `(logits [B, Q, num_classes] float32, the updated KVCache)`.
+        """
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must have shape [B, Q], got {tokens.shape}")
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache from init_cache, got {type(cache).__name__}")
+        b, q_len = tokens.shape
+        depth, cb, length = cache.k.shape[:3]
+        if depth != self.depth or cb != b:
+            raise ValueError(
+                f"cache must have shape [depth={self.depth}, B={b}, S, H, head_dim], got "
+                f"{cache.k.shape}"
+            )
+        if q_len > length:
+            raise ValueError(f"tokens has Q={q_len} positions, more than the cache's S={length}")
+        full = limit is None and isinstance(start, int) and start == 0 and q_len == length
+        allowed = None
+        if limit is not None:
+            limit = jnp.asarray(limit, jnp.int32)
+            if limit.shape not in ((), (q_len,)):
+                raise ValueError(f"limit must be a scalar or [Q] = ({q_len},), got {limit.shape}")
+            allowed = jnp.arange(length)[None, :] < jnp.reshape(limit, (-1, 1))
+            allowed = jnp.broadcast_to(allowed, (q_len, length))
+        start = jnp.asarray(start, jnp.int32)
+        positions = start + jnp.arange(q_len, dtype=jnp.int32)
+        c = self._condition(t, b, q_len)
+
+        def body(block, x, kv):
+            return block.cached(x, c, positions, kv[0], kv[1], start, allowed, full)
+
+        x, (k, v) = self._scan_blocks(body, self.embed(tokens), (cache.k, cache.v))
+        return self._logits(self._output(x, c)), KVCache(k=k, v=v)
 
 
 def _block_keys(blocks: dict) -> list:

@@ -15,6 +15,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+# sample.kv_cache: "exact" / "none" for block diffusion models, "none" / "prefix" / "dual" for
+# semi-autoregressive decoding of full-attention models (the task checks which applies).
+SAMPLE_KV_CACHES = ("none", "exact", "prefix", "dual")
+
 
 def _fail(key: str, value: Any, allowed: str) -> None:
     raise ValueError(f"{key}={value!r} is not allowed; allowed values: {allowed}")
@@ -112,6 +116,18 @@ def validate_config(config) -> None:
     _real(config, "data.markov_concentration", 0.0, _INF, low_open=True, high_open=True)
     _int(config, "data.num_heldout", 1)
     _check_tokenizer_path(config)
+    # discrete: block diffusion and prefix conditioning
+    _int(config, "discrete.block_size", 0)
+    _real(config, "discrete.t_min", 0.0, 1.0)
+    _real(config, "discrete.t_max", 0.0, 1.0)
+    d = config.discrete
+    if not d.t_min < d.t_max:
+        raise ValueError(
+            f"discrete.t_min={d.t_min!r} and discrete.t_max={d.t_max!r}: t_min must be "
+            "smaller than t_max (both in [0, 1])"
+        )
+    _int(config, "discrete.cond_prefix", 0)
+    _real(config, "discrete.cond_dropout", 0.0, 1.0)
     # model
     for key in ("model.dim", "model.depth", "model.num_heads", "model.time_features"):
         _int(config, key, 1)
@@ -157,6 +173,12 @@ def validate_config(config) -> None:
     _int(config, "sample.num_samples", 1)
     _int(config, "sample.num_print", 0)
     _int(config, "sample.every_steps", 0)
+    _real(config, "sample.guidance_scale", -_INF, _INF, low_open=True, high_open=True)
+    _int(config, "sample.block_size", 0)
+    _choice(config, "sample.kv_cache", SAMPLE_KV_CACHES)
+    _int(config, "sample.refresh_every", 0)
+    _int(config, "sample.eos_id", 0, extra=(-1,))
+    _int(config, "sample.max_length", 0)
     # continuous
     _real(config, "continuous.t_min", 0.0, 1.0)
     _real(config, "continuous.t_max", 0.0, 1.0)

@@ -168,7 +168,7 @@ def test_registry():
         (dd.Masked(3), dict(sampler="euler", prediction="concrete_score"), ValueError, "alpha"),
         (dd.Masked(3), dict(sampler="euler", num_steps=0), ValueError, "num_steps"),
         (dd.Masked(3), dict(sampler="pc", predictor="leap"), ValueError, "'tau_leaping'"),
-        (dd.Masked(3), dict(sampler="remdm", strategy="loop"), ValueError, "'cap'"),
+        (dd.Masked(3), dict(sampler="remdm", strategy="switch"), ValueError, "'cap'"),
         (dd.Masked(3), dict(sampler="confidence", block_length=2), ValueError, "block_length"),
         (dd.Masked(3), dict(sampler="ancestral", temperature=0.0), ValueError, "temperature"),
         (

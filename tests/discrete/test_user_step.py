@@ -163,11 +163,20 @@ def test_unknown_option_names_the_allowed_ones():
         ValueError, match=f"option 'eta' for sampler 'mine'; allowed options: {loop}"
     ):
         draw(MY_SAMPLER, 2, 2, eta=0.1)
-    with pytest.raises(TypeError, match="allowed options: eta, strategy, temperature"):
+    with pytest.raises(
+        TypeError, match="allowed options: eta, strategy, t_on, t_off, alpha_on, temperature"
+    ):
         draw("remdm", 2, 2, etta=0.1)
     with pytest.raises(TypeError, match="option 'etta' for sampler 'remdm'; allowed options: eta"):
         dd.remdm(etta=0.1)
-    assert dd.sampler_options("remdm")[:3] == ("eta", "strategy", "temperature")
+    assert dd.sampler_options("remdm")[:6] == (
+        "eta",
+        "strategy",
+        "t_on",
+        "t_off",
+        "alpha_on",
+        "temperature",
+    )
     assert dd.sampler_options(MY_SAMPLER) == tuple(loop.split(", "))
     with pytest.raises(TypeError, match="must be a diffax.discrete.Step"):
         dd.run_steps(jax.random.key(0), my_step, MASKED, MODEL, (2, sup.L), dd.time_grid(2))

@@ -342,3 +342,107 @@ def test_bfloat16_compute_feeds_bfloat16_to_attention(monkeypatch):
     out = jax.eval_shape(lambda p: mdef.module(p)(TOKENS, T, mask=mask), mdef.abstract_params)
     assert out.dtype == jnp.float32 and out.shape == (*TOKENS.shape, V)
     assert seen == [(jnp.bfloat16, jnp.bfloat16, jnp.bfloat16, "xla", mask)]  # one scanned body
+
+
+# ---- per-token times and the key/value cache ------------------------------------------------
+
+
+def test_per_token_times_condition_each_position(unrolled):
+    mdef, params = unrolled
+    fn = logits_fn(mdef)
+    block_causal = logits_fn(mdef, mask=MaskSpec("block_causal", 2))
+    per_row = jnp.broadcast_to(T[:, None], TOKENS.shape)
+    np.testing.assert_allclose(fn(params, TOKENS, per_row), fn(params, TOKENS, T), atol=2e-6)
+    # Block 0 sees only itself: its rows depend only on its own times.
+    t_tok = per_row.at[:, 2:].set(jnp.array([[0.9], [0.05]]))
+    mixed = block_causal(params, TOKENS, t_tok)
+    np.testing.assert_allclose(mixed[:, :2], block_causal(params, TOKENS, T)[:, :2], atol=2e-6)
+    assert not np.allclose(mixed[:, 2:], block_causal(params, TOKENS, T)[:, 2:], atol=1e-3)
+    # The last position's time reaches its own block only.
+    moved = block_causal(params, TOKENS, per_row.at[:, -1].set(0.5))
+    base = block_causal(params, TOKENS, per_row)
+    np.testing.assert_allclose(moved[:, :-2], base[:, :-2], atol=1e-6)
+    assert not np.allclose(moved[:, -2:], base[:, -2:], atol=1e-3)
+
+
+def test_per_token_times_are_ignored_without_time_conditioning():
+    mdef = ModelDef(make(depth=1, time_conditioning=False))
+    params = random_params(mdef)
+    fn = logits_fn(mdef)
+    t_tok = jax.random.uniform(jax.random.key(0), TOKENS.shape)
+    np.testing.assert_array_equal(fn(params, TOKENS, t_tok), fn(params, TOKENS, 0.0))
+
+
+def test_time_shape_errors_name_t(unrolled):
+    mdef, params = unrolled
+    module = mdef.module(params)
+    for bad in (jnp.zeros((2, 3)), jnp.zeros((3,)), jnp.zeros((2, 10, 1))):
+        with pytest.raises(ValueError, match=r"t must be a scalar, \[B\]"):
+            jax.eval_shape(lambda t, bad=bad: module(TOKENS, bad), 0.0)
+
+
+@pytest.fixture(scope="module")
+def scanned():
+    mdef = ModelDef(make(scan_layers=True))
+    return mdef, random_params(mdef, seed=2)
+
+
+def _cached_fn(mdef):
+    return jax.jit(
+        lambda p, x, t, cache, start, limit: mdef.module(p).forward_cached(
+            x, t, cache, start, limit=limit
+        )
+    )
+
+
+@pytest.mark.parametrize("layout", ["unrolled", "scanned"])
+def test_forward_cached_over_the_whole_sequence_is_the_plain_forward(layout, request):
+    mdef, params = request.getfixturevalue(layout)
+    module = mdef.module(params)
+    cache = module.init_cache(2, TOKENS.shape[1])
+    assert cache.k.shape == (2, 2, 10, HEADS, DIM // HEADS) and cache.k.dtype == jnp.float32
+    reference = logits_fn(mdef)(params, TOKENS, T)
+    # The backend path (start = 0, Q = S, no limit) and the dense masked path (traced limit).
+    full, new_cache = jax.jit(lambda p, c: mdef.module(p).forward_cached(TOKENS, T, c, 0))(
+        params, cache
+    )
+    dense, dense_cache = _cached_fn(mdef)(params, TOKENS, T, cache, 0, 10)
+    np.testing.assert_allclose(full, reference, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(dense, reference, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(new_cache.k, dense_cache.k, rtol=1e-6, atol=1e-6)
+    assert float(jnp.min(jnp.abs(new_cache.v).sum(-1))) > 0  # every position was written
+
+
+@pytest.mark.parametrize("layout", ["unrolled", "scanned"])
+def test_forward_cached_block_by_block_is_block_causal(layout, request):
+    """Blocks appended in order (limit = block end) give the rows of the block-causal model."""
+    mdef, params = request.getfixturevalue(layout)
+    k, length = 2, TOKENS.shape[1]
+    t_tok = jax.random.uniform(jax.random.key(3), TOKENS.shape)
+    reference = logits_fn(mdef, mask=MaskSpec("block_causal", k))(params, TOKENS, t_tok)
+    step = _cached_fn(mdef)
+    cache, rows = mdef.module(params).init_cache(2, length), []
+    for start in range(0, length, k):
+        sl = slice(start, start + k)
+        out, cache = step(params, TOKENS[:, sl], t_tok[:, sl], cache, start, start + k)
+        rows.append(out)
+    np.testing.assert_allclose(jnp.concatenate(rows, 1), reference, rtol=1e-5, atol=2e-6)
+    # A later query of block 2 against the finished cache: same rows (per-query limits).
+    out, _ = step(params, TOKENS[:, 4:6], t_tok[:, 4:6], cache, 4, jnp.array([6, 6]))
+    np.testing.assert_allclose(out, reference[:, 4:6], rtol=1e-5, atol=2e-6)
+
+
+def test_forward_cached_bad_arguments(unrolled):
+    mdef, params = unrolled
+    module = mdef.module(params)
+    with pytest.raises(ValueError, match=f"max_len={MAX_LEN}"):
+        module.init_cache(2, MAX_LEN + 1)
+    cache = module.init_cache(2, 4)
+    with pytest.raises(ValueError, match="more than the cache"):
+        jax.eval_shape(lambda: module.forward_cached(TOKENS, T, cache, 0))
+    with pytest.raises(ValueError, match="limit must be"):
+        jax.eval_shape(lambda: module.forward_cached(TOKENS[:, :2], T, cache, 0, limit=jnp.ones(3)))
+    with pytest.raises(ValueError, match="cache must have shape"):
+        jax.eval_shape(lambda: module.forward_cached(TOKENS[:1, :2], T[:1], cache, 0))
+    with pytest.raises(TypeError, match="KVCache"):
+        jax.eval_shape(lambda: module.forward_cached(TOKENS[:, :2], T, (cache.k, cache.v), 0))

@@ -42,8 +42,25 @@ def make_infill(
       fixed_tokens: `[B, L]` int32 clean ids in [0, V) (only read where `fixed_mask`).
       fixed_mask: `[B, L]` bool, True where the token is given (prompt / infilling context).
     """
-    if fixed_tokens is None and fixed_mask is None:
+    fixed = check_fixed(process, shape, fixed_tokens, fixed_mask)
+    if fixed is None:
         return lambda x: x
+    tokens, mask = fixed
+    return lambda x: jnp.where(mask, tokens, x)
+
+
+def check_fixed(
+    process: Process,
+    shape: tuple[int, int],
+    fixed_tokens: jax.Array | None,
+    fixed_mask: jax.Array | None,
+) -> tuple[jax.Array, jax.Array] | None:
+    """Checks infilling / prompt arguments; `(tokens int32, mask bool)` or None when both None.
+
+    Both or neither must be given, each of `shape`; tokens in [0, V); the mask a bool array.
+    """
+    if fixed_tokens is None and fixed_mask is None:
+        return None
     if fixed_tokens is None or fixed_mask is None:
         raise ValueError("infilling needs both fixed_tokens and fixed_mask (or neither)")
     check_shape(fixed_tokens, shape, "fixed_tokens")
@@ -51,8 +68,7 @@ def make_infill(
     check_tokens(fixed_tokens, process.vocab_size, "fixed_tokens")
     if jnp.asarray(fixed_mask).dtype != jnp.bool_:
         raise TypeError(f"fixed_mask must be a bool array, got {jnp.asarray(fixed_mask).dtype}")
-    tokens = jnp.asarray(fixed_tokens, jnp.int32)
-    return lambda x: jnp.where(fixed_mask, tokens, x)
+    return jnp.asarray(fixed_tokens, jnp.int32), jnp.asarray(fixed_mask)
 
 
 def denoise(

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import diffax.discrete as dd
 from diffax.core import LinearHead
 from diffax.data import build_source
+from diffax.discrete.guidance import classifier_free_guidance
 from diffax.discrete.losses.masked import masked_bound_with_log_z
 from diffax.nn import DiffusionTransformer
 from diffax.nn.attention import segment_ids_from_eos
+from diffax.nn.block_models import fast_dllm_model
 from diffax.training.state import ModelDef
 from diffax.training.tasks.base import TASKS
 from diffax.training.tasks.model_dtype import compute_dtype
@@ -67,6 +71,15 @@ class TextDiffusionTask:
     metric = "elbo"
     sampler_options = staticmethod(dd.sampler_options)
 
+    def __new__(cls, config):
+        # discrete.block_size > 0 selects block diffusion (BD3-LM) under the same task name;
+        # Python then runs the subclass's __init__ on the returned instance.
+        if cls is TextDiffusionTask and config.discrete.block_size:
+            from diffax.training.tasks.block_text import BlockDiffusionTask
+
+            return super().__new__(BlockDiffusionTask)
+        return super().__new__(cls)
+
     def __init__(self, config):
         self.source = build_source(config.data, config.seed, kind="tokens", task=config.task)
         self.seq_len = self.source.example_shape[0]
@@ -112,6 +125,23 @@ class TextDiffusionTask:
         s = config.sample
         self.sampler, self.num_steps = s.sampler, s.num_steps
         self.sample_options = sample_options(s, self.sampler_options)
+        self.cond_prefix, self.cond_dropout, self.guidance_scale = prefix_conditioning(
+            config, self.seq_len, masked=masked and self.process.mask_id is not None
+        )
+        if self.cond_prefix and {"fixed_tokens", "fixed_mask"} & set(self.sample_options):
+            raise ValueError(
+                f"sample.options={s.options!r} sets fixed_tokens / fixed_mask, which "
+                f"discrete.cond_prefix={self.cond_prefix} sets from held-out prompts; allowed "
+                "values: options without fixed_tokens and fixed_mask"
+            )
+        self._prompts: dict[int, np.ndarray] = {}
+        # Block diffusion models (discrete.block_size > 0) check their decoding keys themselves.
+        self.decode_block = (
+            0
+            if config.discrete.block_size
+            else semi_ar_settings(config, self.seq_len, self.sample_options)
+        )
+        self.kv_cache, self.refresh_every = s.kv_cache, s.refresh_every
         m = config.model
         dtype = compute_dtype(m.dtype)
 
@@ -194,8 +224,14 @@ class TextDiffusionTask:
         model_fn = (
             self.head_fn(params, segments) if self.vocab_chunk else self.model_fn(params, segments)
         )
-        terms, log_z, masked = masked_bound_with_log_z(key, self.process, model_fn, batch)
-        per_token = jnp.mean(terms.total) / self.seq_len
+        targets = batch
+        if self.cond_prefix:
+            key, key_drop = jax.random.split(key)
+            drop = jax.random.bernoulli(key_drop, self.cond_dropout, (batch.shape[0],))
+            model_fn = self.continuation_fn(model_fn, batch[:, : self.cond_prefix], drop)
+            targets = batch[:, self.cond_prefix :]
+        terms, log_z, masked = masked_bound_with_log_z(key, self.process, model_fn, targets)
+        per_token = jnp.mean(terms.total) / targets.shape[1]
         metrics = {f"bits_per_{self.unit}": per_token / math.log(2.0)}
         if not self.z_loss:
             return per_token, metrics
@@ -203,34 +239,240 @@ class TextDiffusionTask:
         return per_token + z_term, dict(metrics, z_loss=z_term)
 
     def eval_nats(self, params, key, batch, num_time_samples: int):
-        """`[B]` negative ELBO in nats per sequence (`num_time_samples` time samples each)."""
+        """`[B]` negative ELBO in nats per sequence (`num_time_samples` time samples each).
+
+        With `discrete.cond_prefix` = P > 0: the ELBO of the L - P continuation tokens given
+        the clean prefix (no condition dropout).
+        """
         segments = self.segment_ids(batch)
-        fn = self.head_fn if self.chunked_eval else self.model_fn
+        fn = (self.head_fn if self.chunked_eval else self.model_fn)(params, segments)
+        targets = batch
+        if self.cond_prefix:
+            fn = self.continuation_fn(fn, batch[:, : self.cond_prefix])
+            targets = batch[:, self.cond_prefix :]
         return dd.elbo(
             key,
             self.process,
-            fn(params, segments),
-            batch,
+            fn,
+            targets,
             prediction=self.prediction,
             num_samples=num_time_samples,
         )
 
     def tokens_per_example(self) -> int:
-        """Units (characters or subword tokens, see `unit`) per example, for bits-per-unit."""
-        return self.seq_len
+        """Units (characters or subword tokens, see `unit`) per example, for bits-per-unit.
+
+        The modelled tokens: L, or L - P with a condition prefix of P tokens.
+        """
+        return self.seq_len - self.cond_prefix
+
+    def continuation_fn(self, fn, prefix: jax.Array, drop: jax.Array | None = None):
+        """The model of the continuation given a clean prefix (prefix conditioning).
+
+        Args:
+          fn: `(tokens [B, L], t) -> [B, L, V]` logits or a `LinearHead` (hidden `[B, L, D]`).
+          prefix: `[B, P]` int32 clean condition tokens.
+          drop: optional `[B]` bool: rows whose condition is dropped (set to the mask id).
+
+        Returns:
+          `(x [B, L - P], t) -> [B, L - P, V]` (or the `LinearHead` of those positions): the
+          network run on `[prefix ; x]`.
+        """
+        cond = prefix
+        if drop is not None:
+            cond = jnp.where(drop[:, None], self.process.mask_id, prefix).astype(prefix.dtype)
+        size = prefix.shape[1]
+
+        def continuation(tokens, t):
+            out = fn(jnp.concatenate([cond, tokens], axis=1), t)
+            if isinstance(out, LinearHead):
+                return dataclasses.replace(out, hidden=out.hidden[:, size:])
+            return out[:, size:]
+
+        return continuation
+
+    def prompts(self, num: int) -> np.ndarray:
+        """`[num, seq_len]` int32 held-out sequences whose first P tokens are the prompts.
+
+        The first `num` held-out sequences (repeated when the held-out data holds fewer).
+        """
+        if num not in self._prompts:
+            batches = self.source.eval_batches(num, 1)
+            if batches:
+                rows = np.asarray(batches[0])
+            else:
+                every = self.source.eval_batches(1, 0)
+                if not every:
+                    raise ValueError(
+                        f"discrete.cond_prefix={self.cond_prefix} samples continue held-out "
+                        "prompts, but the source has no held-out sequence"
+                    )
+                rows = np.concatenate(every)[np.arange(num) % len(every)]
+            self._prompts[num] = rows.astype(np.int32)
+        return self._prompts[num]
 
     def sample(self, params, key, num: int):
-        """`[num, seq_len]` int32 samples and the sampler info (`nfe`)."""
+        """`[num, seq_len]` int32 samples and the sampler info (`nfe`).
+
+        With `discrete.cond_prefix` = P > 0 the first P tokens are held-out prompts (kept) and
+        the rest is sampled with classifier-free guidance weight `sample.guidance_scale`.
+        """
+        model_fn, options = self.model_fn(params), dict(self.sample_options)
+        if self.cond_prefix:
+            prompts = jnp.asarray(self.prompts(num))
+            prefix = prompts[:, : self.cond_prefix]
+            options["fixed_tokens"] = prompts
+            options["fixed_mask"] = jnp.broadcast_to(
+                jnp.arange(self.seq_len) < self.cond_prefix, prompts.shape
+            )
+            if self.guidance_scale != 1.0:
+                model_fn = self.guided_model_fn(model_fn, prefix)
+        if self.decode_block:
+            if self.kv_cache == "none":
+                cached_model = dd.full_cached_model(model_fn)
+            else:
+                cached_model = fast_dllm_model(self.model_def.module(params))
+            return dd.semi_ar_sample(
+                key,
+                self.process,
+                cached_model,
+                (num, self.seq_len),
+                block_size=self.decode_block,
+                steps_per_block=self.num_steps // (self.seq_len // self.decode_block),
+                sampler=self.sampler,
+                cache=self.kv_cache,
+                refresh_every=self.refresh_every,
+                **options,
+            )
         return dd.sample(
             key,
             self.process,
-            self.model_fn(params),
+            model_fn,
             (num, self.seq_len),
             sampler=self.sampler,
             num_steps=self.num_steps,
             prediction=self.prediction,
-            **self.sample_options,
+            **options,
         )
+
+    def guided_model_fn(self, model_fn, prefix: jax.Array, guidance_scale: float | None = None):
+        """Classifier-free guided `(tokens [B, L], t) -> [B, L, V]` for prompts `prefix [B, P]`.
+
+        The condition replaces the first P tokens of the input; the null condition is the
+        masked prefix. `guidance_scale` defaults to `sample.guidance_scale`.
+        """
+        size = prefix.shape[1]
+
+        def conditional(tokens, t, cond):
+            return model_fn(jnp.concatenate([cond, tokens[:, size:]], axis=1), t)
+
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        null = jnp.full_like(prefix, self.process.mask_id)
+        return classifier_free_guidance(
+            conditional, prefix, null, scale, process=self.process, prediction=self.prediction
+        )
+
+
+def prefix_conditioning(config, seq_len: int, *, masked: bool) -> tuple[int, float, float]:
+    """`(cond_prefix, cond_dropout, guidance_scale)` from the config, checked.
+
+    Args:
+      config: the whole config (discrete.cond_prefix, discrete.cond_dropout,
+        sample.guidance_scale, process.name, train.loss).
+      seq_len: L, the sequence length.
+      masked: whether the process is absorbing and the loss is masked_elbo.
+
+    Raises:
+      ValueError: naming the key and its allowed values.
+    """
+    d, s = config.discrete, config.sample
+    size, dropout, scale = d.cond_prefix, d.cond_dropout, s.guidance_scale
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < seq_len:
+        raise ValueError(
+            f"discrete.cond_prefix={size!r} is not allowed; allowed values: 0 (off) or an "
+            f"integer in [1, data.seq_len - 1 = {seq_len - 1}]"
+        )
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout <= 1:
+        raise ValueError(
+            f"discrete.cond_dropout={dropout!r} is not allowed; allowed values: a probability "
+            "in [0, 1]"
+        )
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+        raise ValueError(
+            f"sample.guidance_scale={scale!r} is not allowed; allowed values: a finite number"
+        )
+    if size and not masked:
+        raise ValueError(
+            f"discrete.cond_prefix={size} needs process.name='masked' and "
+            f"train.loss='masked_elbo' (got process.name={config.process.name!r}, "
+            f"train.loss={config.train.loss!r})"
+        )
+    if not size and dropout:
+        raise ValueError(
+            f"discrete.cond_dropout={dropout!r} needs discrete.cond_prefix > 0; allowed values "
+            "without a prefix: 0.0"
+        )
+    if not size and scale != 1.0:
+        raise ValueError(
+            f"sample.guidance_scale={scale!r} needs discrete.cond_prefix > 0 (a conditional "
+            "model); allowed values without a prefix: 1.0"
+        )
+    return size, float(dropout), float(scale)
+
+
+def semi_ar_settings(config, seq_len: int, options: dict) -> int:
+    """The semi-autoregressive block length of a full-attention model's sampling (0: off), checked.
+
+    `sample.block_size` > 0 decodes block by block (`dd.semi_ar_sample`, LLaDA / Fast-dLLM) with
+    `sample.kv_cache` none | prefix | dual and `sample.refresh_every`; it needs an absorbing
+    process, a denoiser, a block size dividing `data.seq_len` and `sample.num_steps` a multiple
+    of the number of blocks.
+    """
+    s = config.sample
+    block = int(s.block_size)
+    if not block:
+        if s.kv_cache != "none" or s.refresh_every:
+            raise ValueError(
+                f"sample.kv_cache={s.kv_cache!r} / sample.refresh_every={s.refresh_every} need "
+                "block decoding (sample.block_size > 0, or discrete.block_size > 0 for block "
+                "diffusion); allowed values without it: kv_cache 'none', refresh_every 0"
+            )
+        return 0
+    if config.process.name != "masked" or config.discrete.prediction != "denoiser":
+        raise ValueError(
+            f"sample.block_size={block} (semi-autoregressive decoding) needs process.name='masked' "
+            f"and discrete.prediction='denoiser', got {config.process.name!r} / "
+            f"{config.discrete.prediction!r}"
+        )
+    if seq_len % block:
+        raise ValueError(
+            f"sample.block_size={block} must divide data.seq_len={seq_len}; allowed values: the "
+            f"divisors of {seq_len}"
+        )
+    if s.num_steps % (seq_len // block):
+        raise ValueError(
+            f"sample.num_steps={s.num_steps} must be a multiple of the number of blocks "
+            f"{seq_len // block} (data.seq_len / sample.block_size)"
+        )
+    allowed = ("none", "prefix", "dual")
+    if s.kv_cache not in allowed:
+        raise ValueError(
+            f"sample.kv_cache={s.kv_cache!r} is not allowed for a full-attention model; allowed "
+            f"values: {', '.join(map(repr, allowed))} ('exact' is for block diffusion models, "
+            "discrete.block_size > 0)"
+        )
+    unsupported = sorted({"ts", "trajectory", "cache"} & set(options))
+    if unsupported:
+        raise ValueError(
+            f"sample.options={s.options!r}: {', '.join(unsupported)} not supported with "
+            "sample.block_size > 0 (semi-autoregressive decoding)"
+        )
+    if s.kv_cache != "none" and s.guidance_scale != 1.0 and config.discrete.cond_prefix:
+        raise ValueError(
+            f"sample.kv_cache={s.kv_cache!r} with classifier-free guidance (sample."
+            f"guidance_scale={s.guidance_scale}) is not supported; allowed: kv_cache 'none'"
+        )
+    return block
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
