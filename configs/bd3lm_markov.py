@@ -6,22 +6,13 @@ conditioning on the clean blocks before helps most: with blocks of 4 the bound o
 4 symbols at a time given the previous one. CPU-sized (a few minutes).
 """
 
-from configs import base
+from configs import markov
 
 
 def get_config():
-    config = base.get_config()
-    config.data.source = "markov"
-    config.data.markov_vocab_size = 8
-    config.data.markov_concentration = 0.3
-    config.data.seq_len = 32
-    config.model.dim = 64
-    config.model.depth = 2
+    config = markov.get_config()
     config.model.time_conditioning = False
-    config.train.num_steps = 1500
     config.discrete.block_size = 4
-    config.eval.max_batches = 8
-    config.eval.num_time_samples = 8
     config.sample.kv_cache = "exact"
     config.sample.num_steps = 32  # 8 blocks x 4 steps
     return config

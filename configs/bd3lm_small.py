@@ -10,18 +10,12 @@ Sampling decodes block by block with an exact key/value cache (4 steps per block
 Time-free network, as in BD3-LM (the mask pattern carries the noise level).
 """
 
-from configs import base
+from configs import quickstart
 
 
 def get_config():
-    config = base.get_config()
-    config.data.source = "builtin"
-    config.data.seq_len = 64
-    config.model.dim = 128
-    config.model.depth = 3
+    config = quickstart.get_config()
     config.model.time_conditioning = False
-    config.train.num_steps = 1500
-    config.train.batch_size = 64
     config.discrete.block_size = 4
     config.sample.kv_cache = "exact"
     config.sample.num_steps = 64  # 16 blocks x 4 steps

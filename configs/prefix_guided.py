@@ -8,17 +8,11 @@ guidance weight 1.5. CPU-sized like the quick start (~5 minutes on a 2-core CPU)
 python -m experiments.main --config=configs/prefix_guided.py --workdir=/tmp/diffax_prefix_guided
 """
 
-from configs import base
+from configs import quickstart
 
 
 def get_config():
-    config = base.get_config()
-    config.data.source = "builtin"
-    config.data.seq_len = 64
-    config.model.dim = 128
-    config.model.depth = 3
-    config.train.num_steps = 1500
-    config.train.batch_size = 64
+    config = quickstart.get_config()
     config.discrete.cond_prefix = 16
     config.discrete.cond_dropout = 0.1
     config.sample.guidance_scale = 1.5
