@@ -8,3 +8,4 @@ imported explicitly, so `import diffax` stays light.
 __version__ = "0.1.0"
 
 from diffax import core  # noqa: E402,F401
+from diffax.core.compilation import enable_compilation_cache  # noqa: E402,F401

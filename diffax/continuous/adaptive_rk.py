@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from diffax.core import check_choice
+from diffax.core.arrays import float_dtype
 
 PyTree = Any
 VectorField = Callable[[jax.Array, PyTree], PyTree]
@@ -123,8 +124,8 @@ def _initial_step(fn, t0, y0, f0, direction, span, t_lo, t_hi, rtol, atol, order
 
 
 def _solve_own(fn, y0, t0, t1, tableau, rtol, atol, max_steps, safety=0.9):
-    t0 = jnp.asarray(t0, jnp.float32)
-    t1 = jnp.asarray(t1, jnp.float32)
+    t0 = jnp.asarray(t0, float_dtype())
+    t1 = jnp.asarray(t1, float_dtype())
     direction = jnp.sign(t1 - t0)
     span = jnp.abs(t1 - t0)
     t_lo, t_hi = jnp.minimum(t0, t1), jnp.maximum(t0, t1)
@@ -180,8 +181,8 @@ def _solve_diffrax(fn, y0, t0, t1, method, rtol, atol, max_steps):
         # [t0, t1]; the field (a model defined on [0, 1]) is only ever evaluated inside.
         diffrax.ODETerm(lambda t, y, args: fn(jnp.clip(t, t_lo, t_hi), y)),
         solver,
-        t0=jnp.asarray(t0, jnp.float32),
-        t1=jnp.asarray(t1, jnp.float32),
+        t0=jnp.asarray(t0, float_dtype()),
+        t1=jnp.asarray(t1, float_dtype()),
         dt0=None,
         y0=y0,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from diffax.continuous.parameterizations import PREDICTIONS, ModelFn, convert
 from diffax.continuous.processes import GaussianProcess
 from diffax.core import check_choice, check_shape
+from diffax.core.arrays import float_dtype
 
 CondModelFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
 
@@ -57,7 +58,7 @@ def classifier_free_guidance(
 
     def guided(x: jax.Array, t: jax.Array) -> jax.Array:
         batch = x.shape[0]
-        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch,))
+        t = jnp.broadcast_to(jnp.asarray(t, float_dtype()), (batch,))
         out = model_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
         check_shape(out, (2 * batch,) + x.shape[1:], "model_fn output")
         out_c, out_u = out[:batch], out[batch:]

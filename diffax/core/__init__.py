@@ -1,5 +1,10 @@
 """Shared building blocks: pytree dataclasses, registries, argument checks, vocab-chunked CE."""
 
+from diffax.core.compilation import (
+    default_cache_dir,
+    disable_compilation_cache,
+    enable_compilation_cache,
+)
 from diffax.core.cross_entropy import LinearHead, chunked_cross_entropy, head_logits
 from diffax.core.pytree import pytree_dataclass, static_field
 from diffax.core.registry import Registry
@@ -39,6 +44,9 @@ __all__ = [
     "check_time_range",
     "check_tokens",
     "chunked_cross_entropy",
+    "default_cache_dir",
+    "disable_compilation_cache",
+    "enable_compilation_cache",
     "head_logits",
     "is_concrete",
     "pytree_dataclass",

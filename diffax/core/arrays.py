@@ -13,6 +13,15 @@ import numpy as np
 TINY = float(np.finfo(np.float32).tiny)
 
 
+def float_dtype() -> np.dtype:
+    """JAX's default float: float64 when the user enabled `jax_enable_x64`, else float32.
+
+    Times, grids and sampler states of the continuous layer are built in this dtype, so a user
+    who enables x64 (EDM recommends a float64 sampler state) gets float64 end to end.
+    """
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
 def expand_as(c: jax.Array, x: jax.Array) -> jax.Array:
     """Reshapes a scalar or `[B]` coefficient to `[B, 1, ..., 1]` so it broadcasts against `x`."""
     c = jnp.asarray(c)

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffax.core.arrays import float_dtype
+
 
 def is_concrete(x: Any) -> bool:
     """True when `x` holds a known value (not a tracer inside `jit`/`vmap`/`grad`)."""
@@ -75,7 +77,7 @@ def check_shape(x: Any, expected: Sequence[int], argument: str) -> None:
 def batch_time(t: Any, batch: int, argument: str = "t") -> jax.Array:
     """Broadcasts a scalar or `[B]` time to a float32 `[B]` array, checking shape and range."""
     check_time(t, argument)
-    t = jnp.asarray(t, dtype=jnp.float32)
+    t = jnp.asarray(t, dtype=float_dtype())
     if t.ndim == 0:
         return jnp.full((batch,), t)
     if t.shape != (batch,):
@@ -239,7 +241,9 @@ def check_time_grid(ts: Any, argument: str = "ts", *, strict: bool = False) -> N
     if not is_concrete(ts):
         return
     check_time(ts, argument)
-    arr = np.asarray(ts, np.float32)
+    arr = np.asarray(ts)
+    if arr.dtype != np.float64:
+        arr = arr.astype(np.float32)
     first, last = arr[0], arr[-1]
     # str() of a float32 scalar is its shortest repr (0.001), not the float64 expansion.
     name = [str(v) for v in arr]

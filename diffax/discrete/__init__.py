@@ -19,6 +19,7 @@ from diffax.discrete.categorical import (
     INVALID_TOKEN,
     apply_temperature,
     sample_categorical,
+    sample_categorical_inverse_cdf,
     top_p_filter,
 )
 from diffax.discrete.enumeration import EnumeratedTarget
@@ -143,6 +144,7 @@ __all__ = [
     "run_steps",
     "sample",
     "sample_categorical",
+    "sample_categorical_inverse_cdf",
     "sampler_options",
     "samplers",
     "schedules",

@@ -10,6 +10,13 @@ small `diffax.nn.DiffusionTransformer`.
 
     python -m experiments.benchmarks.discrete_samplers          # full run (~20-30 min on CPU)
     python -m experiments.benchmarks.discrete_samplers --quick  # smoke run (~3 min)
+    python -m experiments.benchmarks.discrete_samplers --section step_speed  # wall per step only
+
+The "step_speed" section times one masked step (ancestral, remdm with eta = 0, first_hitting)
+before (HEAD's code path before issue 12, kept here) and after, at V = 4 and V = 1024, L = 256,
+and the share of a V = 1024 step spent drawing random words; all of a case's functions run
+interleaved over `--repeats` rounds (default 15) and ancestral / remdm is the median of the
+per-round ratios. `--section step_speed` runs only it and adds its key to the existing JSON.
 
 Writes experiments/benchmarks/results/discrete_samplers.json and discrete_samplers.png.
 """
@@ -23,6 +30,7 @@ import platform
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import diffax.discrete as dd
@@ -168,6 +176,199 @@ def transformer_throughput(batch: int, length: int, num_steps: int, repeats: int
     return rows
 
 
+# -- Wall per step of the masked samplers (issue 12) ------------------------------------------
+
+
+def _head_ancestral_step(model, key, x, state, t, s):
+    """HEAD's masked ancestral step (before issue 12): the [B, L, V + 1] posterior and a race."""
+    logits, state = model.denoiser_logits(state, x, t)
+    return dd.sample_categorical(key, model.process.posterior_logits(x, s, t, logits)), state
+
+
+def _head_remdm_step(model, key, x, state, t, s, eta=0.0):
+    """HEAD's remdm "cap" step: the ancestral race, a second race for x0, float32 uniforms."""
+    process = model.process
+    a_t = process.alpha(t)
+    one_minus_s = process.schedule.one_minus_alpha(s)
+    sigma = jnp.minimum(eta, jnp.minimum(1.0, one_minus_s / a_t))
+    p_extra = jnp.where(one_minus_s > 0, sigma * a_t / jnp.maximum(one_minus_s, 1e-30), 1.0)
+    masked = x == process.mask_id
+    logits, state = model.denoiser_logits(state, x, t)
+    x_s = dd.sample_categorical(key, process.posterior_logits(x, s, t, logits))
+    k_x0, k_extra, k_remask = (jax.random.fold_in(key, i) for i in (1, 2, 3))
+    x0 = dd.sample_categorical(k_x0, logits)
+    extra = (x_s == process.mask_id) & (jax.random.uniform(k_extra, x.shape) < p_extra)
+    x_s = jnp.where(masked & extra, x0, x_s)
+    remask = ~masked & (jax.random.uniform(k_remask, x.shape) < sigma)
+    return jnp.where(remask, process.mask_id, x_s).astype(jnp.int32), state
+
+
+def _head_first_hitting_step(model, key, x, state, t_grid, s_grid):
+    """HEAD's first-hitting step: races over L (position) and V (value)."""
+    process, schedule = model.process, model.process.schedule
+    batch, length = x.shape
+    masked = x == process.mask_id
+    n = jnp.sum(masked, axis=-1)
+    active = n > 0
+    t = state["t"]
+    k_time, k_pos, k_val = jax.random.split(key, 3)
+    logits, state = model.denoiser_logits(state, x, t)
+    pos = dd.sample_categorical(k_pos, jnp.where(masked, 0.0, -jnp.inf))
+    value = dd.sample_categorical(k_val, logits)
+    hit = (jnp.arange(length)[None, :] == pos[:, None]) & active[:, None]
+    frac = jax.random.uniform(k_time, (batch,)) ** (1.0 / jnp.maximum(n, 1).astype(jnp.float32))
+    s = jnp.clip(schedule.inverse_alpha(1.0 - schedule.one_minus_alpha(t) * frac), 0.0, 1.0)
+    return jnp.where(hit, value, x), {**state, "t": jnp.where(active, s, t)}
+
+
+def _interleaved_ms(fns: dict, rounds: int) -> dict:
+    """Wall (ms) of each compiled `(fn, args)` in `fns`, called in turn for `rounds` rounds.
+
+    One warm-up call each; then every round calls every function once, the order rotated by one
+    each round, so load that comes and goes (a shared machine) falls on all of them alike.
+    Returns `{name: [ms per round]}`.
+    """
+    for fn, args in fns.values():
+        jax.block_until_ready(fn(*args))
+    names = list(fns)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, args = fns[name]
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
+def _stand_in_network(vocab: int, dim: int = 64):
+    """A fixed-cost stand-in denoiser: a random embedding of V + 1 ids and a linear head."""
+    k_emb, k_head = jax.random.split(jax.random.key(7))
+    emb = jax.random.normal(k_emb, (vocab + 1, dim)) / np.sqrt(dim)
+    head = 3.0 * jax.random.normal(k_head, (dim, vocab))
+
+    def model_fn(x, t):
+        del t
+        return emb[x] @ head
+
+    return model_fn
+
+
+def step_speed(repeats: int, quick: bool, seed: int = 0):
+    """Wall per step (compile excluded) of masked ancestral, remdm and first_hitting, before
+    (HEAD's code path, kept above) and after, at V = 4 (exact denoiser) and V = 1024, L = 256
+    (stand-in network); and the random-bit share of a V = 1024 step.
+
+    All functions of a case run interleaved (`_interleaved_ms`, `repeats` rounds); each reports
+    its median, and ancestral / remdm is also the median of the per-round ratios, which is
+    robust to load that changes between rounds. A timed step returns its state too, so the
+    model's non-finite check is part of it, as in a sampling loop."""
+    from diffax.discrete.categorical import PASS_FRACTION
+    from diffax.discrete.samplers.step import Model
+
+    cases = [(4, 4, 5_000 if quick else 50_000), (1024, 256, 8 if quick else 64)]
+    rows = []
+    for vocab, length, batch in cases:
+        process = dd.Masked(vocab)
+        if vocab <= 8:
+            model_fn = dd.EnumeratedTarget.markov_chain(seed, vocab, length, 0.5).denoiser(process)
+            net = "exact enumerated denoiser"
+        else:
+            model_fn = _stand_in_network(vocab)
+            net = "embedding + linear head (dim 64)"
+        shape = (batch, length)
+        model = Model(process, model_fn, "denoiser", shape)
+        k_x, k_m, k_step = jax.random.split(jax.random.key(seed), 3)
+        x0 = jax.random.randint(k_x, shape, 0, vocab)
+        x = process.sample_marginal(k_m, x0, jnp.float32(0.5))  # half the positions masked
+        t, s = jnp.float32(0.5), jnp.float32(0.5 - 1.0 / 128)
+        ts = jnp.asarray([1.0, 0.5, 0.0])
+        steps = {
+            "ancestral": (dd.ancestral(), _head_ancestral_step),
+            "remdm[eta=0]": (dd.remdm(eta=0.0), _head_remdm_step),
+            "first_hitting": (dd.first_hitting(), _head_first_hitting_step),
+        }
+        fns = {"network only": (jax.jit(lambda x: model_fn(x, jnp.full(shape[:1], t))), (x,))}
+        for name, (step, head_step) in steps.items():
+            state = step.init(model, x, ts)
+            for label, body in (("before", head_step), ("after", step.step)):
+                fn = jax.jit(lambda k, x, state, body=body: body(model, k, x, state, t, s))
+                fns[f"{name}/{label}"] = (fn, (k_step, x, state))
+        if vocab > 8:
+            # The random words each path draws per step, compiled alone: HEAD's race over the
+            # V + 1 posterior states; now a reveal word per position and four words per row of
+            # each pass of gathered rows (one pass of 1 / PASS_FRACTION of the positions here).
+            n_rows = -(-batch * length // PASS_FRACTION)
+            bits = {
+                "before": lambda k: jax.random.bits(k, shape + (vocab + 1,), jnp.uint32),
+                "after": lambda k: (
+                    jax.random.bits(k, shape, jnp.uint32),
+                    jax.random.bits(k, (4, n_rows), jnp.uint32),
+                ),
+            }
+            for label, f in bits.items():
+                fns[f"random bits/{label}"] = (jax.jit(f), (k_step,))
+        times = _interleaved_ms(fns, repeats)
+        med = {name: float(np.median(v)) for name, v in times.items()}
+        row = {
+            "vocab": vocab,
+            "length": length,
+            "batch": batch,
+            "network": net,
+            "rounds": repeats,
+            "ms": {"network only": {"after": med["network only"]}},
+        }
+        for name in steps:
+            row["ms"][name] = {label: med[f"{name}/{label}"] for label in ("before", "after")}
+        row["ancestral_over_remdm"] = {
+            label: {
+                "ratio_of_medians": med[f"ancestral/{label}"] / med[f"remdm[eta=0]/{label}"],
+                "median_round_ratio": float(
+                    np.median(
+                        np.asarray(times[f"ancestral/{label}"])
+                        / np.asarray(times[f"remdm[eta=0]/{label}"])
+                    )
+                ),
+            }
+            for label in ("before", "after")
+        }
+        if vocab > 8:
+            row["random_bits_ms"] = {label: med[f"random bits/{label}"] for label in bits}
+            row["random_bit_share"] = {
+                label: row["random_bits_ms"][label] / row["ms"]["ancestral"][label]
+                for label in bits
+            }
+        rows.append(row)
+    print(
+        f"\nWall per step (ms, median of {repeats} interleaved rounds after warm-up, compile "
+        "excluded), masked:"
+    )
+    print(
+        f"{'V':>5s} {'L':>4s} {'B':>6s} {'sampler':15s} {'before':>9s} {'after':>9s} {'ratio':>6s}"
+    )
+    for row in rows:
+        for name, cell in row["ms"].items():
+            before = cell.get("before", float("nan"))
+            print(
+                f"{row['vocab']:5d} {row['length']:4d} {row['batch']:6d} {name:15s} "
+                f"{before:9.2f} {cell['after']:9.2f} {cell['after'] / before:6.2f}"
+            )
+        ratio = row["ancestral_over_remdm"]
+        print(
+            "      ancestral / remdm per step (median of per-round ratios): before "
+            f"{ratio['before']['median_round_ratio']:.2f}, after "
+            f"{ratio['after']['median_round_ratio']:.2f}"
+        )
+        if "random_bit_share" in row:
+            share = row["random_bit_share"]
+            print(
+                f"      random-bit share of the ancestral step: before {share['before']:.0%} "
+                f"({row['random_bits_ms']['before']:.1f} ms), after {share['after']:.0%} "
+                f"({row['random_bits_ms']['after']:.2f} ms)"
+            )
+    return rows
+
+
 def plot(results, noise, steps, path):
     import matplotlib
 
@@ -202,7 +403,21 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-transformer", action="store_true")
+    parser.add_argument("--section", choices=("all", "step_speed"), default="all")
+    parser.add_argument(
+        "--repeats", type=int, default=15, help="interleaved timing rounds per step (median)"
+    )
     args = parser.parse_args(argv)
+    suffix = "_quick" if args.quick else ""
+    json_path = RESULTS / f"discrete_samplers{suffix}.json"
+    if args.section == "step_speed":
+        rows = step_speed(args.repeats, args.quick, args.seed)
+        payload = json.loads(json_path.read_text()) if json_path.exists() else {}
+        payload["step_speed"] = rows
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(payload, indent=1))
+        print(f"\nwrote step_speed into {json_path}")
+        return
     steps = QUICK_STEPS if args.quick else STEPS
     n = args.samples or (2**13 if args.quick else 2**16)
     target = dd.EnumeratedTarget.markov_chain(args.seed, args.vocab, args.length, 0.5)
@@ -282,9 +497,8 @@ def main(argv=None):
             "jax": jax.__version__,
         },
         "quick": args.quick,
+        "step_speed": step_speed(args.repeats, args.quick, args.seed),
     }
-    suffix = "_quick" if args.quick else ""
-    json_path = RESULTS / f"discrete_samplers{suffix}.json"
     json_path.write_text(json.dumps(payload, indent=1))
     png_path = RESULTS / f"discrete_samplers{suffix}.png"
     plot(results, noise, steps, png_path)

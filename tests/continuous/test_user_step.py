@@ -51,16 +51,18 @@ def _errors(ring_mixture, reference, x):
 def test_user_step_reproduces_the_mixture(transform, ring_mixture, reference):
     model = ring_mixture.model_fn(VP, "eps")
 
-    def run(step):
-        return transform(lambda k: dc.sample(k, VP, model, (N_MIX, 2), sampler=step, num_steps=50))(
-            jax.random.PRNGKey(3)
-        )
+    def run(step, **options):
+        return transform(
+            lambda k: dc.sample(k, VP, model, (N_MIX, 2), sampler=step, num_steps=50, **options)
+        )(jax.random.PRNGKey(3))
 
     x, info = run(MY_DDIM)
     assert int(info["nfe"]) == 51  # 50 steps + the final denoising
     sw, dlogp = _errors(ring_mixture, reference, x)
     assert sw < 0.08 and abs(dlogp) < 0.08, (sw, dlogp)
-    builtin, _ = run(dc.samplers.ddim())
+    # The built-in DDIM steps to t = 0 on its own default grid; on MY_DDIM's grid and end (t_min,
+    # then the final denoising) it takes the same path.
+    builtin, _ = run(dc.samplers.ddim(), denoise=True, grid="logsnr", t_min=1e-3)
     np.testing.assert_allclose(x, builtin, rtol=1e-5, atol=1e-5)
     wrong, _ = run(MY_DDIM._replace(step=wrong_noise_level))
     sw_wrong, dlogp_wrong = _errors(ring_mixture, reference, wrong)
@@ -139,7 +141,7 @@ def test_pc_takes_a_predictor_step(ring_mixture, reference):
     # corrector step, pc is its predictor exactly.
     ts = dc.time_grid(VP, 20, t_min=1e-3, grid="logsnr")  # the grids' defaults differ
     dpm = dc.samplers.dpm_solver_pp_2m()
-    multistep, _ = run(dpm, num_steps=20, ts=ts)
+    multistep, _ = run(dpm, num_steps=20, ts=ts, denoise=True)
     pc_multistep, info = run("pc", predictor=dpm, corrector_steps=0, num_steps=20, ts=ts)
     np.testing.assert_array_equal(multistep, pc_multistep)
     assert int(info["nfe"]) == 21

@@ -41,6 +41,7 @@ def test_public_names():
         "bits_per_token",
         "sample",
         "sample_categorical",
+        "sample_categorical_inverse_cdf",
         "samplers",
         "schedules",
         "losses",

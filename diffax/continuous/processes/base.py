@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import Registry, check_time
-from diffax.core.arrays import TINY, expand_as, sum_event
+from diffax.core.arrays import TINY, expand_as, float_dtype, sum_event
 from diffax.core.validation import check_number, is_number
 
 # |logSNR| <= -2 log(TINY): then sigma/alpha = exp(-logSNR/2) lies in [TINY, 1/TINY].
@@ -30,7 +30,7 @@ PROCESSES: Registry[type] = Registry("process")
 def as_time(t) -> jax.Array:
     """`t` (scalar or any shape) as float32, refusing concrete values outside [0, 1]."""
     check_time(t, "t")
-    return jnp.asarray(t, dtype=jnp.float32)
+    return jnp.asarray(t, dtype=float_dtype())
 
 
 def check_positive(**values: float) -> None:
@@ -48,7 +48,7 @@ def invert_log_snr(log_snr_fn: Callable[[jax.Array], jax.Array], log_snr) -> jax
 
     40 bisection steps (a fixed-length `fori_loop`, so it runs under `jit`); any shape.
     """
-    lam = jnp.asarray(log_snr, dtype=jnp.float32)
+    lam = jnp.asarray(log_snr, dtype=float_dtype())
 
     def body(_, bounds):
         lo, hi = bounds
@@ -148,7 +148,7 @@ class GaussianProcess:
 
     def prior_sample(self, key: jax.Array, shape: tuple[int, ...], t: float = 1.0) -> jax.Array:
         """Draws `[*shape]` from the prior N(0, sigma(t)^2 I) at time t (default 1)."""
-        return self.sigma(as_time(t)) * jax.random.normal(key, shape, dtype=jnp.float32)
+        return self.sigma(as_time(t)) * jax.random.normal(key, shape, dtype=float_dtype())
 
     def prior_log_prob(self, x: jax.Array, t: float = 1.0) -> jax.Array:
         """Log-density of `x: [B, ...]` under N(0, sigma(t)^2 I), in nats, `[B]`."""

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from diffax.continuous.processes.base import PROCESSES, GaussianProcess, as_time
 from diffax.core import pytree_dataclass
-from diffax.core.arrays import TINY
+from diffax.core.arrays import TINY, float_dtype
 
 
 @PROCESSES.register("rectified_flow")
@@ -46,7 +46,7 @@ class RectifiedFlow(GaussianProcess):
         return -jnp.ones_like(t), jnp.ones_like(t)
 
     def t_from_log_snr(self, log_snr):
-        return jax.nn.sigmoid(-0.5 * jnp.asarray(log_snr, dtype=jnp.float32))
+        return jax.nn.sigmoid(-0.5 * jnp.asarray(log_snr, dtype=float_dtype()))
 
 
 @PROCESSES.register("cosine")
@@ -78,5 +78,5 @@ class Cosine(GaussianProcess):
         return -0.5 * math.pi * self.sigma(t), 0.5 * math.pi * self.alpha(t)
 
     def t_from_log_snr(self, log_snr):
-        lam = jnp.asarray(log_snr, dtype=jnp.float32)
+        lam = jnp.asarray(log_snr, dtype=float_dtype())
         return jnp.clip(jnp.arctan(jnp.exp(-0.5 * lam)) / (0.5 * math.pi), 0.0, 1.0)

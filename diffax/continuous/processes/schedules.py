@@ -26,7 +26,7 @@ import numpy as np
 
 from diffax.continuous.processes.base import check_positive, invert_log_snr
 from diffax.core import Registry, pytree_dataclass
-from diffax.core.arrays import TINY
+from diffax.core.arrays import TINY, float_dtype
 from diffax.core.validation import check_number, check_ordered, is_number
 
 SCHEDULES: Registry[type] = Registry("VP schedule")
@@ -41,7 +41,7 @@ class VPSchedule:
 
     def beta(self, t: jax.Array) -> jax.Array:
         """beta(t) = -2 d log alpha/dt (forward-mode autodiff of `log_alpha`). `t`: any shape."""
-        t = jnp.asarray(t, jnp.float32)
+        t = jnp.asarray(t, float_dtype())
         _, dlog_alpha = jax.jvp(self.log_alpha, (t,), (jnp.ones_like(t),))
         return -2.0 * dlog_alpha
 
@@ -94,7 +94,7 @@ class LinearBeta(VPSchedule):
 
     def t_from_log_snr(self, log_snr: jax.Array) -> jax.Array:
         """Closed form: B(t) = log(1 + exp(-logSNR)), solved for t (stable quadratic root)."""
-        lam = jnp.asarray(log_snr, dtype=jnp.float32)
+        lam = jnp.asarray(log_snr, dtype=float_dtype())
         b = jax.nn.softplus(-lam)
         db = self.beta_max - self.beta_min
         return 2.0 * b / (self.beta_min + jnp.sqrt(self.beta_min**2 + 2.0 * db * b))
@@ -150,7 +150,7 @@ class CosineSchedule(VPSchedule):
 
     def t_from_log_snr(self, log_snr: jax.Array) -> jax.Array:
         """Closed form through sin^2 phi = 1 - sigmoid(logSNR) cos^2 phi(0)."""
-        lam = jnp.asarray(log_snr, dtype=jnp.float32)
+        lam = jnp.asarray(log_snr, dtype=float_dtype())
         # Written without cancellation for large logSNR.
         sin2 = jax.nn.sigmoid(-lam) + jax.nn.sigmoid(lam) * jnp.sin(self._phi(0.0)) ** 2
         phi = jnp.arcsin(jnp.sqrt(jnp.clip(sin2, 0.0, 1.0)))

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from diffax.continuous.processes.base import PROCESSES, GaussianProcess, as_time, check_positive
 from diffax.core import pytree_dataclass
+from diffax.core.arrays import float_dtype
 from diffax.core.validation import check_ordered
 
 
@@ -51,7 +52,7 @@ class VE(GaussianProcess):
         return jnp.zeros_like(t), self.sigma(t) * self._log_ratio()
 
     def t_from_log_snr(self, log_snr):
-        lam = jnp.asarray(log_snr, dtype=jnp.float32)
+        lam = jnp.asarray(log_snr, dtype=float_dtype())
         return jnp.clip((-0.5 * lam - jnp.log(self.sigma_min)) / self._log_ratio(), 0.0, 1.0)
 
 
@@ -91,6 +92,6 @@ class EDM(GaussianProcess):
         return jnp.zeros_like(t), jnp.full_like(t, self.sigma_max - self.sigma_min)
 
     def t_from_log_snr(self, log_snr):
-        lam = jnp.asarray(log_snr, dtype=jnp.float32)
+        lam = jnp.asarray(log_snr, dtype=float_dtype())
         t = (jnp.exp(-0.5 * lam) - self.sigma_min) / (self.sigma_max - self.sigma_min)
         return jnp.clip(t, 0.0, 1.0)

@@ -11,7 +11,7 @@ from diffax.continuous.processes.schedules import (
     check_vp_schedule,
 )
 from diffax.core import pytree_dataclass
-from diffax.core.arrays import TINY
+from diffax.core.arrays import TINY, float_dtype
 
 # Keyword arguments kept from the time VP held its schedule's numbers itself: each names the
 # schedule it belongs to and that schedule's parameter.
@@ -112,7 +112,7 @@ class VP(GaussianProcess):
         return f * a, -f * a * a / jnp.maximum(self.sigma(t), TINY)
 
     def t_from_log_snr(self, log_snr):
-        lam = jnp.asarray(log_snr, dtype=jnp.float32)
+        lam = jnp.asarray(log_snr, dtype=float_dtype())
         return jnp.clip(self.schedule.t_from_log_snr(lam), 0.0, 1.0)
 
 

@@ -7,6 +7,7 @@ its name to the factory (importing this package registers them all). See docs/co
 
 from diffax.continuous.samplers.adaptive import adaptive_ode, adaptive_sde
 from diffax.continuous.samplers.ddim import ddim, ddim_step
+from diffax.continuous.samplers.deis import deis
 from diffax.continuous.samplers.dpm_solver import (
     dpm_solver_pp_2m,
     dpm_solver_pp_2s,
@@ -20,23 +21,35 @@ from diffax.continuous.samplers.registry import SAMPLERS, register_sampler
 from diffax.continuous.samplers.restart import restart
 from diffax.continuous.samplers.sample import sample, sampler_options
 from diffax.continuous.samplers.sde import euler_maruyama, langevin_step
-from diffax.continuous.samplers.step import Model, Step, no_state
+from diffax.continuous.samplers.step import (
+    Model,
+    Step,
+    TMinPerStep,
+    is_final_to_zero,
+    no_state,
+    num_real_steps,
+)
+from diffax.continuous.samplers.unipc import unipc
 
 __all__ = [
     "SAMPLERS",
     "Model",
     "Step",
+    "TMinPerStep",
     "adaptive_ode",
     "adaptive_sde",
     "ddim",
     "ddim_step",
+    "deis",
     "dpm_solver_pp_2m",
     "dpm_solver_pp_2s",
     "dpm_solver_pp_3m",
     "edm_heun",
     "euler_maruyama",
+    "is_final_to_zero",
     "langevin_step",
     "no_state",
+    "num_real_steps",
     "ode_euler",
     "ode_heun",
     "pc",
@@ -46,4 +59,5 @@ __all__ = [
     "run_steps",
     "sample",
     "sampler_options",
+    "unipc",
 ]

@@ -15,7 +15,7 @@ from diffax.continuous.adaptive_rk import solve_adaptive
 from diffax.continuous.samplers.registry import register_sampler
 from diffax.continuous.samplers.sde import reverse_sde_drift
 from diffax.continuous.samplers.step import Step
-from diffax.core.arrays import expand_as, sum_event
+from diffax.core.arrays import expand_as, float_dtype, sum_event
 
 
 def _solve_state(model, x, ts):
@@ -158,7 +158,7 @@ def adaptive_sde(
             return x, t, h, x_prev, nfe + 2, it + 1
 
         t0 = jnp.full((batch,), t_start)
-        h0 = jnp.full((batch,), h_init, jnp.float32)
+        h0 = jnp.full((batch,), h_init, float_dtype())
         carry = (x, t0, h0, x, jnp.int32(0), jnp.int32(0))
         x, t, _, _, nfe, it = jax.lax.while_loop(cond, body, carry)
         model.count(nfe)

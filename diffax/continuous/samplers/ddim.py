@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from diffax.continuous.processes import GaussianProcess
 from diffax.continuous.samplers.registry import register_sampler
-from diffax.continuous.samplers.step import Step, no_state
+from diffax.continuous.samplers.step import Step, TMinPerStep, no_state
+from diffax.core.validation import is_number
 
 
 def ddim_step(
@@ -27,30 +28,46 @@ def ddim_step(
 ) -> jax.Array:
     """One DDIM step from time t to s < t; `x0, eps, noise: [B, ...]`, `t, s` scalars."""
     sig_s = process.sigma(s)
-    # 1 - exp(lam_t - lam_s) in expm1 form: accurate when the step is small.
-    c2 = eta**2 * sig_s**2 * -jnp.expm1(process.log_snr(t) - process.log_snr(s))
-    c2 = jnp.clip(c2, 0.0, sig_s**2)
-    return process.alpha(s) * x0 + jnp.sqrt(sig_s**2 - c2) * eps + jnp.sqrt(c2) * noise
+    d = jnp.minimum(process.log_snr(t) - process.log_snr(s), 0.0)  # ratio = e^d in (0, 1]
+    # c^2 / sigma_s^2 = eta^2 (1 - ratio), with 1 - ratio in expm1 form (small steps), and the
+    # eps coefficient^2 / sigma_s^2 = (1 - eta^2) + eta^2 ratio written without the cancellation
+    # of sigma_s^2 - c^2 (large steps, eta = 1).
+    fresh = jnp.clip(eta**2 * -jnp.expm1(d), 0.0, 1.0)
+    kept = jnp.clip((1.0 - eta**2) + eta**2 * jnp.exp(d), 0.0, 1.0)
+    return process.alpha(s) * x0 + sig_s * jnp.sqrt(kept) * eps + sig_s * jnp.sqrt(fresh) * noise
 
 
 @register_sampler("ddim")
 def ddim(eta: float = 0.0) -> Step:
     """DDIM (eta = 0 deterministic, eta = 1 ancestral). NFE = N (+1 if `denoise`).
 
+    By default the grid ends at t = 0, where the step is x0_hat (no separate denoising).
+
     Args:
-      eta: stochasticity, 0 (ODE) to 1 (DDPM ancestral); the step key is used when eta > 0.
+      eta: stochasticity, 0 (ODE) to 1 (DDPM ancestral); the step key is used when eta > 0
+        (with eta = 0 as a Python number no random numbers are drawn).
     """
+
+    # eta = 0 known at construction: the deterministic DDIM draws no random numbers at all.
+    stochastic = not (is_number(eta) and eta == 0)
 
     def step(model, key, x, state, t, s):
         x0, eps = model.denoise(x, t)
-        noise = jax.random.normal(key, x.shape, x.dtype)
-        return ddim_step(model.process, x0, eps, t, s, eta, noise), state
+        if stochastic:
+            noise = jax.random.normal(key, x.shape, x.dtype)
+            x_s = ddim_step(model.process, x0, eps, t, s, eta, noise)
+        else:
+            process = model.process
+            x_s = process.alpha(s) * x0 + process.sigma(s) * eps
+        return jnp.where(s < t, x_s, x), state
 
     return Step(
         no_state,
         step,
         evals_per_step=1,
         name="ddim",
-        grid="logsnr",
+        grid="quadratic",
+        t_min=TMinPerStep(1.0),
         reference="Song et al. 2021, Denoising Diffusion Implicit Models",
+        to_zero=True,
     )

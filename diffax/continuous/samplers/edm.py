@@ -14,8 +14,9 @@ import jax.numpy as jnp
 
 from diffax.continuous.processes import GaussianProcess
 from diffax.continuous.samplers.registry import register_sampler
-from diffax.continuous.samplers.step import Model, Step
+from diffax.continuous.samplers.step import Model, Step, TMinPerStep, num_real_steps
 from diffax.core.arrays import TINY
+from diffax.core.validation import is_number
 
 
 def noise_level(process: GaussianProcess, t) -> jax.Array:
@@ -41,9 +42,9 @@ def churn_scale(s_hi: jax.Array, s_lo: jax.Array) -> jax.Array:
 def heun_step(model: Model, y: jax.Array, t, s_t, t_next, s_next) -> tuple[jax.Array, jax.Array]:
     """One Heun step of dy/ds = eps_hat from noise level s_t (time t) to s_next (time t_next).
 
-    `y = x/alpha` is `[B, ...]`. The corrector is skipped (Euler step, one NFE) when s_next = 0,
-    where eps_hat is undefined. Calls the network through `model.uncounted` (the corrector sits
-    in `lax.cond`) and returns `(y_next, nfe)`: the caller counts it.
+    `y = x/alpha` is `[B, ...]`. The corrector is skipped (Euler step, one NFE) when
+    sigma(t_next) = 0, where eps_hat is undefined. Calls the network through `model.uncounted`
+    (the corrector sits in `lax.cond`) and returns `(y_next, nfe)`: the caller counts it.
     """
     process, model = model.process, model.uncounted
 
@@ -56,14 +57,18 @@ def heun_step(model: Model, y: jax.Array, t, s_t, t_next, s_next) -> tuple[jax.A
     def correct(_):
         return y + 0.5 * (s_next - s_t) * (d + eps_at(y_euler, t_next)), jnp.int32(2)
 
-    return jax.lax.cond(s_next > 0, correct, lambda _: (y_euler, jnp.int32(1)), None)
+    # The noise level of t = 0 is floored (logSNR is clipped), not 0: test sigma itself.
+    last = (s_next <= 0) | (process.sigma(t_next) == 0)
+    return jax.lax.cond(last, lambda _: (y_euler, jnp.int32(1)), correct, None)
 
 
 def scaled_state(model: Model, x: jax.Array, ts: jax.Array) -> dict:
     """Step state of the samplers that work in y = x/alpha: the noise levels of the grid, the
-    step index, y and the x it was returned as (see `scaled_input`)."""
+    step index, the number of real steps, y and the x it was returned as (see
+    `scaled_input`)."""
     y = x / jnp.maximum(model.process.alpha(ts[0]), TINY)
-    return {"levels": noise_level(model.process, ts), "i": jnp.int32(0), "y": y, "x": x}
+    levels = noise_level(model.process, ts)
+    return {"levels": levels, "i": jnp.int32(0), "n": num_real_steps(ts), "y": y, "x": x}
 
 
 def scaled_input(model: Model, x: jax.Array, state: dict, t) -> jax.Array:
@@ -86,21 +91,23 @@ def edm_heun(
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
 ) -> Step:
-    """EDM Heun sampler with churn. NFE = 2N (+1 if `denoise`), minus 1 if the grid ends at
-    noise level 0 (the last step is then Euler).
+    """EDM Heun sampler with churn. NFE = 2N - 1: the grid ends at t = 0 and the last step is
+    Euler (Karras et al.'s 2N - 1); with `denoise=True` the grid ends at t_min instead, NFE 2N + 1.
 
     At each step with noise level s_i in [s_tmin, s_tmax], noise is first added to raise the level
     to s_hat = s_i (1 + gamma), gamma = min(s_churn / N, sqrt(2) - 1), capped at the level of
     `process.sde_t_max`; then a Heun step goes to s_{i+1}. `s_churn = 0` (or no level in
     [s_tmin, s_tmax]) adds exactly zero noise: the deterministic EDM sampler, independent of
-    the key, equal to `ode_heun` on the same grid when s = sigma/alpha is affine in t (EDM, VE
-    with alpha = 1 and linear sigma). With `denoise`, the final denoising is EDM's last Euler
-    step from sigma_min to 0 (one NFE), which Karras et al. count in their 2N - 1.
+    the key (as a Python 0 it draws no random numbers), equal to `ode_heun` on the same grid
+    when s = sigma/alpha is affine in t (EDM, VE with alpha = 1 and linear sigma).
 
     Args:
       s_churn, s_tmin, s_tmax, s_noise: EDM's stochasticity parameters (noise levels s = sigma /
         alpha, as in the paper); the step key is used when s_churn > 0.
     """
+
+    # s_churn = 0 known at construction: no churn noise is drawn at all.
+    stochastic = not (is_number(s_churn) and s_churn == 0)
 
     def step(model, key, x, state, t, s):
         process, levels, i = model.process, state["levels"], state["i"]
@@ -108,7 +115,7 @@ def edm_heun(
         # Churn may raise the level up to the end of the domain where x/alpha is finite.
         s_top = noise_level(process, process.sde_t_max)
         # jnp, not Python min: s_churn may be traced (e.g. a sweep under jit).
-        gamma_max = jnp.minimum(s_churn / (levels.shape[0] - 1), math.sqrt(2.0) - 1.0)
+        gamma_max = jnp.minimum(s_churn / state["n"], math.sqrt(2.0) - 1.0)
         s_i = levels[i]
         gamma = jnp.where((s_i >= s_tmin) & (s_i <= s_tmax), gamma_max, 0.0)
         # The raised level must stay inside [t, sde_t_max], where x/alpha is finite.
@@ -117,18 +124,22 @@ def edm_heun(
         t_raised = jnp.minimum(t_of_noise_level(process, s_raised), process.sde_t_max)
         t_hat = jnp.where(s_raised > s_i, jnp.maximum(t_raised, t), t)
         s_hat = jnp.where(s_raised > s_i, noise_level(process, t_hat), s_i)
-        noise = jax.random.normal(key, y.shape, y.dtype)
-        y = y + churn_scale(s_hat, s_i) * s_noise * noise
-        y, evals = heun_step(model, y, t_hat, s_hat, s, levels[i + 1])
-        model.count(evals)
-        return scaled_output(model, y, state, s)
+        if stochastic:
+            noise = jax.random.normal(key, y.shape, y.dtype)
+            y = y + churn_scale(s_hat, s_i) * s_noise * noise
+        y_next, evals = heun_step(model, y, t_hat, s_hat, s, levels[i + 1])
+        moving = s < t
+        model.count(jnp.where(moving, evals, 0))
+        return scaled_output(model, jnp.where(moving, y_next, y), state, s)
 
     return Step(
         scaled_state,
         step,
         evals_per_step=2,
         name="edm_heun",
-        grid="karras",
+        grid="uniform",
+        t_min=TMinPerStep(1.0),
         uses_sde_t_max=True,
         reference="Karras et al. 2022, EDM, Algorithm 2 (stochastic Heun with churn)",
+        to_zero=True,
     )

@@ -24,6 +24,7 @@ from diffax.continuous.samplers.edm import (
 from diffax.continuous.samplers.registry import register_sampler
 from diffax.continuous.samplers.step import Step
 from diffax.core import is_concrete
+from diffax.core.arrays import float_dtype
 
 
 @register_sampler("restart")
@@ -61,7 +62,7 @@ def restart(
         n_r = restart_steps if restart_steps is not None else max(1, num_steps // 4)
         t_hi = jnp.minimum(t_of_noise_level(model.process, s_hi_req), ts[0])
         # u: the restart pass's grid in [0, 1] (its length fixes the pass's number of steps).
-        u = jnp.arange(n_r + 1, dtype=jnp.float32) / n_r
+        u = jnp.arange(n_r + 1, dtype=float_dtype()) / n_r
         return {**scaled_state(model, x, ts), "t_hi": t_hi, "u": u}
 
     def backward(model, y, t_from, t_to, s_from, s_to, u):

@@ -111,13 +111,23 @@ class Step(NamedTuple):
         into `num_steps` (NaN for the adaptive steps); `info["nfe"]` reports what was spent.
       name: name used in error messages.
       grid: default named time grid of `sample` (see `diffax.continuous.time_grids.GRIDS`).
-      t_min: default final time of `sample`'s grid (documented in docs/continuous.md).
+      t_min: default final time of `sample`'s grid (the last nonzero time for `to_zero`
+        steps), a number or a `TMinPerStep` (`c / N`); documented in docs/continuous.md.
       uses_sde_t_max: the step simulates the reverse SDE or works in x/alpha, both singular
         where alpha(1) = 0 (RectifiedFlow, Cosine): its grid starts at `process.sde_t_max`
         by default, and `run_steps` refuses a grid starting later.
       reference: one-line paper reference.
       info: optional `info(state) -> dict`, extra entries of `info` read from the final state
         (e.g. the adaptive solvers' `num_steps` and `success`).
+      to_zero: the update is exact and finite for a step to t = 0 (sigma = 0): data-prediction
+        exponential integrators (DDIM, DPM-Solver++, UniPC, DEIS) and EDM's Euler last step.
+        `sample`'s default grid then ends at t = 0 (`time_grid(..., to_zero=True)`) and no
+        separate denoising evaluation is made (`denoise` defaults to False), so N intervals cost
+        N evaluations (DPM-Solver++, diffusers' `final_sigmas_type="zero"`).
+
+    Steps run on a grid `ts` that may be padded (a `max_steps` bucket) with repeated final times;
+    `run_steps` then runs only the real steps, but `init` sees the whole padded grid: count the
+    real steps as `num_real_steps(ts)`, and make a step with t == s the identity.
     """
 
     init: Callable[[Model, jax.Array, jax.Array], Any]
@@ -125,7 +135,45 @@ class Step(NamedTuple):
     evals_per_step: float = 1.0
     name: str = "custom"
     grid: str = "uniform"
-    t_min: float = 1e-3
+    t_min: float | Callable[[Any], Any] = 1e-3
     uses_sde_t_max: bool = False
     reference: str = ""
     info: Callable[[Any], dict] | None = None
+    to_zero: bool = False
+
+
+class TMinPerStep(NamedTuple):
+    """A default last nonzero time that shrinks with the number of steps: `t_min = c / N`.
+
+    With a grid ending at t = 0, the best last nonzero time is where the final x0 step's error
+    balances the solver's: measured on the benchmark mixtures it falls like 1/N (see
+    docs/continuous.md, "Default grids"). `N` may be a traced int (a `max_steps` bucket).
+    """
+
+    c: float
+
+    def __call__(self, num_steps) -> jax.Array | float:
+        """`c / num_steps` (a float for a Python int, else a traced scalar)."""
+        if isinstance(num_steps, int):
+            return min(self.c / num_steps, 0.5)
+        return jnp.minimum(self.c / jnp.asarray(num_steps).astype(float), 0.5)
+
+    def __repr__(self) -> str:
+        return f"{self.c:g}/N"
+
+
+def resolve_t_min(step: Step, num_steps) -> float | jax.Array:
+    """The step's default `t_min` for `num_steps` intervals (a number, or `TMinPerStep`)."""
+    return step.t_min(num_steps) if callable(step.t_min) else step.t_min
+
+
+def num_real_steps(ts: jax.Array) -> jax.Array:
+    """The number of intervals of `ts` that move (t > s), as int32: N for a grid padded with
+    repeated final times (a `max_steps` bucket) or with repeated times inside."""
+    return jnp.sum(ts[1:] < ts[:-1]).astype(jnp.int32)
+
+
+def is_final_to_zero(process: GaussianProcess, s: jax.Array) -> jax.Array:
+    """Whether a step to time `s` ends at sigma(s) = 0, where only the x0 prediction is left
+    (the step must be first order there: higher-order terms divide by an infinite h)."""
+    return process.sigma(s) == 0

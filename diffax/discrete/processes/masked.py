@@ -233,6 +233,22 @@ class Masked:
         masked = (x == self.mask_id)[..., None]
         return jnp.where(masked, logits, log_one_hot(x, self.num_states))
 
+    def reveal_probability(self, s: jax.Array, t: jax.Array) -> jax.Array:
+        """P(a token masked at t is revealed by s) = (alpha(s) - alpha(t)) / (1 - alpha(t)).
+
+        The masked posterior `posterior_logits` as a reveal decision: a masked token is revealed
+        with this probability, as a draw from the denoiser, and otherwise stays masked. Samplers
+        use it to draw one Bernoulli per position and one class per revealed position instead
+        of a draw over S = V + 1 states. `s < t`: scalars or `[B]`. Returns `[B]` float32 (1
+        where alpha(t) = 1).
+
+        Reference: Sahoo et al. 2024 (MDLM), eq. 7.
+        """
+        t, s = jnp.atleast_1d(t), jnp.atleast_1d(s)
+        one_minus_t = self.schedule.one_minus_alpha(t)
+        gain = self.alpha(s) - self.alpha(t)
+        return jnp.where(one_minus_t > 0, gain / jnp.where(one_minus_t > 0, one_minus_t, 1.0), 1.0)
+
     def tweedie_logits(
         self, x: jax.Array, s: jax.Array, t: jax.Array, log_r: jax.Array
     ) -> jax.Array:

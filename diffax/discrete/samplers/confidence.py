@@ -124,7 +124,7 @@ def confidence(
             frac = jnp.mean((x == process.mask_id).astype(jnp.float32), axis=-1)
             t_model = jnp.clip(schedule.inverse_alpha(1.0 - frac), 0.0, 1.0)
             log_p, state = model.denoiser_logits(state, x, t_model)
-            x0 = sample_categorical(k_x0, log_p)
+            x0 = sample_categorical(k_x0, log_p, method="inverse_cdf")
             conf = _confidence(confidence, k_conf, log_p, x0)
             score = jnp.where(candidates, conf, -jnp.inf)
             rank = jnp.argsort(jnp.argsort(-score, axis=-1), axis=-1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffax.discrete.categorical import sample_categorical
+from diffax.discrete.categorical import sample_categorical, uniform_below
 from diffax.discrete.samplers.loop import denoise
 from diffax.discrete.samplers.masked_only import require_absorbing
 from diffax.discrete.samplers.registry import register_sampler
@@ -26,7 +26,11 @@ def _init(model: Model, x: jax.Array, ts: jax.Array) -> State:
 
 
 def _reveal_one(model: Model, key: jax.Array, x: jax.Array, state: State, t_grid, s_grid):
-    """Reveals one uniformly chosen masked token per sequence at its exact next-reveal time."""
+    """Reveals one uniformly chosen masked token per sequence at its exact next-reveal time.
+
+    Only the chosen position's class is drawn: the other L - 1 rows of the denoiser output are
+    read by nothing but the model's non-finite check.
+    """
     del t_grid, s_grid
     process, schedule = model.process, model.process.schedule
     batch, length = x.shape
@@ -37,13 +41,18 @@ def _reveal_one(model: Model, key: jax.Array, x: jax.Array, state: State, t_grid
     k_time, k_pos, k_val = jax.random.split(key, 3)
 
     def reveal(state):
-        logits, state = model.denoiser_logits(state, x, t)
-        pos = sample_categorical(k_pos, jnp.where(masked, 0.0, -jnp.inf))
-        value = sample_categorical(k_val, logits)
+        # The class draw is invariant to a constant per row: no log_softmax pass.
+        logits, state = model.denoiser_logits(state, x, t, normalize=False)
+        # The k-th masked position, k uniform on {0, ..., n - 1}.
+        k = uniform_below(k_pos, n)
+        pos = jnp.sum(jnp.cumsum(masked, axis=-1) <= k[:, None], axis=-1)
+        pos = jnp.minimum(pos, length - 1)
+        row = jnp.take_along_axis(logits, pos[:, None, None], axis=1)[:, 0]
+        value = sample_categorical(k_val, row, method="inverse_cdf")
         hit = (jnp.arange(length)[None, :] == pos[:, None]) & active[:, None]
         frac = jax.random.uniform(k_time, (batch,)) ** (1.0 / jnp.maximum(n, 1).astype(jnp.float32))
         s = jnp.clip(schedule.inverse_alpha(1.0 - schedule.one_minus_alpha(t) * frac), 0.0, 1.0)
-        return jnp.where(hit, value, x), {**state, "t": jnp.where(active, s, t)}
+        return jnp.where(hit, value[:, None], x), {**state, "t": jnp.where(active, s, t)}
 
     return jax.lax.cond(jnp.any(active), reveal, lambda state: (x, state), state)
 

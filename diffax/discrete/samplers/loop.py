@@ -16,7 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffax.core import check_positive_int, check_shape, check_tokens, is_concrete
-from diffax.discrete.categorical import INVALID_TOKEN, sample_categorical
+from diffax.discrete.categorical import (
+    INVALID_TOKEN,
+    sample_categorical,
+    sample_categorical_where,
+)
 from diffax.discrete.parameterizations import ModelFn
 from diffax.discrete.processes import Process
 from diffax.discrete.samplers.grids import check_grid
@@ -76,15 +80,20 @@ def denoise(
 ) -> tuple[jax.Array, State]:
     """The default last step: x_0 ~ p_theta(x_0 | x_t) per token, at t (scalar or `[B]`).
 
-    For an absorbing process (`process.mask_id is not None`) only masked tokens are drawn, and
-    the network is not called when no token is masked. Returns `(x_0 [B, L], state)`.
+    For an absorbing process (`process.mask_id is not None`) only masked tokens are drawn
+    (`sample_categorical_where`), and the network is not called when no token is masked.
+    Returns `(x_0 [B, L], state)`.
     """
     mask_id = model.process.mask_id
 
     def draw(state):
-        logits, state = model.denoiser_logits(state, x, t)
-        x0 = sample_categorical(key, logits)
-        return (x0 if mask_id is None else jnp.where(x == mask_id, x0, x)), state
+        # Both draws are invariant to a constant per row: no log_softmax pass.
+        logits, state = model.denoiser_logits(state, x, t, normalize=False)
+        if mask_id is None:
+            return sample_categorical(key, logits), state
+        # Absorbing processes: the masked positions only, a few random words each.
+        masked = x == mask_id
+        return jnp.where(masked, sample_categorical_where(key, logits, masked), x), state
 
     if mask_id is None:
         return draw(state)

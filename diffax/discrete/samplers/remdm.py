@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from diffax.core import check_choice, check_number, is_concrete
-from diffax.discrete.categorical import sample_categorical
+from diffax.discrete.categorical import bernoulli_32bit, sample_categorical
+from diffax.discrete.samplers.ancestral import masked_posterior_draw, reveals_by_bernoulli
 from diffax.discrete.samplers.masked_only import require_absorbing
 from diffax.discrete.samplers.registry import register_sampler
 from diffax.discrete.samplers.step import Model, State, Step
@@ -49,7 +50,9 @@ def remdm(
     step first (with the step's key, as `ancestral` does), then reveals some of the still masked
     tokens with probability sigma alpha_t / (1 - alpha_s) (so the reveal probability is the one
     above) and remasks revealed tokens; with eta = 0 the tokens equal `ancestral`'s for the same
-    key ("cap", "rescale", "conf"). Strategies:
+    key ("cap", "rescale", "conf"). For `Masked` the extra reveals join the ancestral ones in
+    one class draw (`masked_posterior_draw`): the classes are independent of the reveal
+    decisions, so the law is unchanged, and only revealed positions are drawn. Strategies:
 
     * "cap": sigma = min(eta, sigma_max); "rescale": sigma = eta * sigma_max.
     * "conf": per token, sigma^l = eta_conf^l * sigma_total, where eta_conf = softmax over
@@ -143,13 +146,19 @@ def remdm(
                 one_minus_s > 0, sigma * a_t / jnp.where(one_minus_s > 0, one_minus_s, 1.0), 1.0
             )
 
-        logits, state = model.denoiser_logits(state, x, t)
-        x_s = sample_categorical(key, process.posterior_logits(x, s, t, logits))
+        # The reveal-then-class draw and "conf"'s softmax are invariant to a constant per row.
+        by_bernoulli = reveals_by_bernoulli(process)
+        logits, state = model.denoiser_logits(state, x, t, normalize=not by_bernoulli)
         k_x0, k_extra, k_remask = (jax.random.fold_in(key, i) for i in (1, 2, 3))
-        x0 = sample_categorical(k_x0, logits)
-        extra = (x_s == process.mask_id) & (jax.random.uniform(k_extra, x.shape) < p_extra)
-        x_s = jnp.where(masked & extra, x0, x_s)
-        remask = ~masked & (jax.random.uniform(k_remask, x.shape) < sigma)
+        extra = bernoulli_32bit(k_extra, p_extra, x.shape)
+        if by_bernoulli:
+            # One class draw serves both reveals: it is independent of the reveal decisions.
+            x_s = masked_posterior_draw(process, key, x, s, t, logits, extra=masked & extra)
+        else:
+            x_s = sample_categorical(key, process.posterior_logits(x, s, t, logits))
+            x0 = sample_categorical(k_x0, logits)
+            x_s = jnp.where(masked & extra & (x_s == process.mask_id), x0, x_s)
+        remask = ~masked & bernoulli_32bit(k_remask, sigma, x.shape)
         x_s = jnp.where(remask, process.mask_id, x_s).astype(jnp.int32)
         if strategy == "conf":
             psi = jnp.take_along_axis(

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from diffax.core import is_concrete
-from diffax.discrete.categorical import apply_temperature, top_p_filter
+from diffax.discrete.categorical import apply_temperature, row_top, top_p_filter
 from diffax.discrete.parameterizations import (
     ModelFn,
     as_denoiser,
@@ -85,8 +85,13 @@ def init_model(model: Model, x: jax.Array, ts: jax.Array) -> State:
 
 
 def non_finite(out: jax.Array) -> jax.Array:
-    """`[B, L]` True where a `[B, L, V]` output holds NaN or +inf (-inf is a valid value)."""
-    return jnp.any(jnp.isnan(out) | (out == jnp.inf), axis=-1)
+    """`[B, L]` True where a `[B, L, V]` output holds NaN or +inf (-inf is a valid value).
+
+    Read from `row_top` (the row maximum, NaN if the row holds one): the inverse-CDF draw
+    reduces the same output the same way, and XLA computes the two once.
+    """
+    top = row_top(out)
+    return jnp.isnan(top) | (top == jnp.inf)
 
 
 class Model:
@@ -195,9 +200,18 @@ class Model:
         """Applies temperature and top-p to denoiser logits `[B, L, V]`."""
         return top_p_filter(apply_temperature(log_p0, self.temperature), self.top_p)
 
-    def denoiser(self, out: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
-        """Tempered denoiser logits `[B, L, V]` from a network output at (x, t)."""
+    def denoiser(
+        self, out: jax.Array, x: jax.Array, t: jax.Array, *, normalize: bool = True
+    ) -> jax.Array:
+        """Tempered denoiser logits `[B, L, V]` from a network output at (x, t).
+
+        `normalize=False` skips the `log_softmax` of a denoiser output: the logits are then
+        log p(x_0 | x_t) up to a constant per position, which is all a draw needs (temperature
+        and top-p are invariant to that constant too).
+        """
         t = self._time(x, t)
+        if self.prediction == "denoiser" and not normalize:
+            return self.temper(out)
         return self.temper(as_denoiser(self.process, out, x, t, self.prediction))
 
     def score(self, out: jax.Array, x: jax.Array, t: jax.Array) -> jax.Array:
@@ -214,16 +228,20 @@ class Model:
             return self.process.reverse_rates(x, t, log_r=out)
         return self.process.reverse_rates(x, t, log_p0=self.denoiser(out, x, t))
 
-    def denoiser_logits(self, state: State, x: jax.Array, t: jax.Array):
+    def denoiser_logits(
+        self, state: State, x: jax.Array, t: jax.Array, *, normalize: bool = True
+    ) -> tuple[jax.Array, State]:
         """Evaluates the network and returns `(tempered log p(x_0 | x_t) [B, L, V], state)`.
 
-        Where alpha(t) = 0 and the network is a concrete score of a uniformly mixing process,
-        the score carries no information and the denoiser is read from its time derivative
-        (one evaluation in forward mode; see `diffax.discrete.samplers.score_limit`).
+        `normalize=False`: the logits may be off by a constant per position (see `denoiser`),
+        for a step that only draws from them. Where alpha(t) = 0 and the network is a concrete
+        score of a uniformly mixing process, the score carries no information and the denoiser
+        is read from its time derivative (one evaluation in forward mode; see
+        `diffax.discrete.samplers.score_limit`).
         """
         if self.score_limit is None:
             out, state = self(state, x, t)
-            return self.denoiser(out, x, t), state
+            return self.denoiser(out, x, t, normalize=normalize), state
         order, alpha_k = self.score_limit
         t = self._time(x, t)
         at_zero = (self.process.alpha(t) == 0.0)[:, None, None]
@@ -235,6 +253,6 @@ class Model:
 
         def plain(state):
             out, state = self(state, x, t)
-            return self.denoiser(out, x, t), state
+            return self.denoiser(out, x, t, normalize=normalize), state
 
         return jax.lax.cond(jnp.any(at_zero), limit, plain, state)
