@@ -37,6 +37,19 @@ def ddim_step(
     return process.alpha(s) * x0 + sig_s * jnp.sqrt(kept) * eps + sig_s * jnp.sqrt(fresh) * noise
 
 
+def _ddim_from_x0(process, x, x0, t, s, eta, noise):
+    """`ddim_step` written with x0_hat only: sigma_s eps_hat = (sigma_s / sigma_t)(x - alpha_t
+    x0_hat) (t > 0, so sigma_t > 0); `noise=None` for eta = 0."""
+    ratio = jnp.exp(process.log_sigma(s) - process.log_sigma(t))  # 0 at sigma_s = 0
+    d = jnp.minimum(process.log_snr(t) - process.log_snr(s), 0.0)
+    kept = jnp.clip((1.0 - eta**2) + eta**2 * jnp.exp(d), 0.0, 1.0)
+    x_s = process.alpha(s) * x0 + jnp.sqrt(kept) * ratio * (x - process.alpha(t) * x0)
+    if noise is not None:
+        fresh = jnp.clip(eta**2 * -jnp.expm1(d), 0.0, 1.0)
+        x_s = x_s + process.sigma(s) * jnp.sqrt(fresh) * noise
+    return x_s
+
+
 @register_sampler("ddim")
 def ddim(eta: float = 0.0) -> Step:
     """DDIM (eta = 0 deterministic, eta = 1 ancestral). NFE = N (+1 if `denoise`).
@@ -52,13 +65,12 @@ def ddim(eta: float = 0.0) -> Step:
     stochastic = not (is_number(eta) and eta == 0)
 
     def step(model, key, x, state, t, s):
-        x0, eps = model.denoise(x, t)
-        if stochastic:
-            noise = jax.random.normal(key, x.shape, x.dtype)
-            x_s = ddim_step(model.process, x0, eps, t, s, eta, noise)
-        else:
-            process = model.process
-            x_s = process.alpha(s) * x0 + process.sigma(s) * eps
+        # Only x0_hat is used (eps_hat = (x - alpha_t x0_hat) / sigma_t enters through x): when a
+        # step uses both outputs XLA may evaluate the network's tail twice (8x slower on the
+        # 64-D mixture benchmark than DPM-Solver++, which uses x0 only).
+        x0 = model.denoise(x, t)[0]
+        noise = jax.random.normal(key, x.shape, x.dtype) if stochastic else None
+        x_s = _ddim_from_x0(model.process, x, x0, t, s, eta, noise)
         return jnp.where(s < t, x_s, x), state
 
     return Step(
